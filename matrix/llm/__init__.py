@@ -1,0 +1,1 @@
+"""LLM access: one async OpenAI-compatible client, and the serving backends behind it."""

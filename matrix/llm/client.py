@@ -1,0 +1,393 @@
+"""One async OpenAI-compatible client per process.
+
+Every agent reaches every model through this client, whatever serves it (vLLM or SGLang replicas
+on Ray Serve, vLLM on CPU, the simulated engine, an external API):
+
+- pooled HTTP connections (one aiohttp session, keep-alive) instead of a client per request;
+- at most `max_concurrency` requests in flight per replica, waiting callers queue here, not in
+  the server;
+- least-outstanding-requests balancing over replicas, optionally sticky by a task key;
+- retries with exponential backoff and full jitter on 429, 5xx, timeouts, dropped connections and
+  unparseable replies, honouring `Retry-After`; never on 4xx input errors, which raise at once;
+- usage accounting per role from the server's `usage` field;
+- request bodies (tools, tool_choice, response_format, vendor extras) go to the server unchanged
+  and the response comes back as the server's JSON, unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from matrix.llm.balancer import Balancer, Endpoint
+from matrix.llm.errors import LLMError, LLMRequestError, LLMUnavailableError
+from matrix.llm.usage import UsageLedger
+
+# 408 Request Timeout and 425 Too Early are transient too; 429 is back-pressure.
+RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+def is_retryable_status(status: int) -> bool:
+    return status >= 500 or status in RETRYABLE_4XX
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter: attempt k waits uniform(0, min(max_delay, base * 2**k))."""
+
+    max_retries: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+
+    def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
+        ceiling = min(self.max_delay, self.base_delay * 2**attempt)
+        wait = rng.uniform(0, ceiling)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.max_delay))
+        return wait
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    requests: int
+    retries: int
+    failures: int
+    outstanding: int
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _error_text(body: bytes) -> str:
+    text = body.decode("utf-8", errors="replace").strip()
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        parsed = json.loads(text)
+        err = parsed.get("error", parsed)
+        if isinstance(err, dict):
+            text = str(err.get("message") or err)
+        elif isinstance(err, str):
+            text = err
+    return text[:500]
+
+
+def message_text(response: Mapping[str, Any]) -> str:
+    """The assistant text of a chat completion (empty when the reply is only tool calls)."""
+    choices = response.get("choices") or []
+    if not choices:
+        return ""
+    return str((choices[0].get("message") or {}).get("content") or "")
+
+
+class LLMClient:
+    """Async client for one or more replicas of an OpenAI-compatible service.
+
+    Use it as `async with LLMClient([...]) as llm:` or call `await llm.close()`; it must be used
+    from one event loop.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str | Endpoint],
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        max_concurrency: int = 256,
+        timeout: float = 1800.0,
+        connect_timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        eps = [
+            e if isinstance(e, Endpoint) else Endpoint(_normalise_url(e), max_concurrency=max_concurrency)
+            for e in endpoints
+        ]
+        self.balancer = Balancer(eps, rng=random.Random(seed))
+        self.model = model
+        self.api_key = api_key
+        self.timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
+        self.retry = retry or RetryPolicy()
+        self.usage = UsageLedger()
+        self._rng = random.Random(seed)
+        self._session: aiohttp.ClientSession | None = None
+        self._requests = 0
+        self._retries = 0
+        self._failures = 0
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return self.balancer.endpoints
+
+    def stats(self) -> ClientStats:
+        return ClientStats(
+            requests=self._requests,
+            retries=self._retries,
+            failures=self._failures,
+            outstanding=sum(e.outstanding for e in self.endpoints),
+        )
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            total = sum(e.max_concurrency for e in self.endpoints)
+            connector = aiohttp.TCPConnector(limit=total, limit_per_host=0, keepalive_timeout=60)
+            headers = {"Content-Type": "application/json"}
+            if self.api_key:
+                headers["Authorization"] = f"Bearer {self.api_key}"
+            self._session = aiohttp.ClientSession(connector=connector, headers=headers, timeout=self.timeout)
+        return self._session
+
+    # -- public calls -------------------------------------------------------------------------
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        role: str = "default",
+        sticky_key: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """POST /chat/completions and return the server's JSON unchanged.
+
+        `params` are OpenAI request fields (model, temperature, max_tokens, tools, ...), passed
+        through as given; `model` defaults to the client's.
+        """
+        body = self._body({"messages": list(messages), **params})
+        if body.get("stream"):
+            raise ValueError("chat() is non-streaming; use chat_stream() for stream=True")
+        return await self.post("/chat/completions", body, role=role, sticky_key=sticky_key)
+
+    async def completion(
+        self, prompt: str, *, role: str = "default", sticky_key: str | None = None, **params: Any
+    ) -> dict[str, Any]:
+        """POST /completions (the plain text route) and return the server's JSON unchanged."""
+        body = self._body({"prompt": prompt, **params})
+        return await self.post("/completions", body, role=role, sticky_key=sticky_key)
+
+    async def post(
+        self, path: str, body: Mapping[str, Any], *, role: str = "default", sticky_key: str | None = None
+    ) -> dict[str, Any]:
+        """Send one JSON request with retries; record usage for `role`."""
+        payload = json.dumps(body).encode()
+        tried: set[str] = set()
+        last: _Retryable | None = None
+        self._requests += 1
+        for attempt in range(self.retry.max_retries + 1):
+            endpoint = self.balancer.pick(sticky_key=sticky_key, exclude=tried)
+            try:
+                result = await self._post_once(endpoint, path, payload)
+            except _Retryable as exc:
+                last = exc
+                tried.add(endpoint.base_url)
+                if len(tried) == len(self.endpoints):
+                    tried.clear()
+                if attempt < self.retry.max_retries:
+                    self._retries += 1
+                    self.usage.record_retry(role)
+                    await asyncio.sleep(self.retry.delay(attempt, self._rng, exc.retry_after))
+                continue
+            except LLMRequestError:
+                self._failures += 1
+                self.usage.record_failure(role)
+                raise
+            self.usage.record(role, result.get("usage"))
+            return result
+        self._failures += 1
+        self.usage.record_failure(role)
+        assert last is not None
+        raise LLMUnavailableError(
+            f"{path} failed after {self.retry.max_retries + 1} attempts: {last}",
+            endpoint=endpoint.base_url,
+            status=last.status,
+            attempts=self.retry.max_retries + 1,
+        )
+
+    async def chat_stream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        role: str = "default",
+        sticky_key: str | None = None,
+        **params: Any,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream a chat completion: yields each SSE chunk (parsed JSON) as the server sends it.
+
+        Usage is requested with `stream_options.include_usage` (unless the caller set it) and
+        recorded from the final chunk. A failure before the first chunk is retried like `post`;
+        once chunks have been yielded, a failure raises, since the caller has seen partial output.
+        """
+        body = self._body({"messages": list(messages), **params, "stream": True})
+        body.setdefault("stream_options", {"include_usage": True})
+        payload = json.dumps(body).encode()
+        tried: set[str] = set()
+        last: _Retryable | None = None
+        self._requests += 1
+        for attempt in range(self.retry.max_retries + 1):
+            endpoint = self.balancer.pick(sticky_key=sticky_key, exclude=tried)
+            yielded = False
+            usage: dict[str, Any] | None = None
+            try:
+                async for chunk in self._stream_once(endpoint, "/chat/completions", payload):
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    yielded = True
+                    yield chunk
+            except _Retryable as exc:
+                if yielded:
+                    self._failures += 1
+                    self.usage.record_failure(role)
+                    raise LLMUnavailableError(
+                        f"stream broke after partial output: {exc}", endpoint=endpoint.base_url
+                    ) from exc
+                last = exc
+                tried.add(endpoint.base_url)
+                if len(tried) == len(self.endpoints):
+                    tried.clear()
+                if attempt < self.retry.max_retries:
+                    self._retries += 1
+                    self.usage.record_retry(role)
+                    await asyncio.sleep(self.retry.delay(attempt, self._rng, exc.retry_after))
+                continue
+            except LLMRequestError:
+                self._failures += 1
+                self.usage.record_failure(role)
+                raise
+            self.usage.record(role, usage)
+            return
+        self._failures += 1
+        self.usage.record_failure(role)
+        raise LLMUnavailableError(
+            f"/chat/completions (stream) failed after {self.retry.max_retries + 1} attempts: {last}",
+            endpoint=endpoint.base_url,
+            status=last.status if last else None,
+            attempts=self.retry.max_retries + 1,
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _body(self, body: dict[str, Any]) -> dict[str, Any]:
+        if "model" not in body:
+            if self.model is None:
+                raise ValueError("no model given: pass model=... to the call or to LLMClient(model=...)")
+            body["model"] = self.model
+        return body
+
+    async def _post_once(self, endpoint: Endpoint, path: str, payload: bytes) -> dict[str, Any]:
+        url = endpoint.base_url + path
+        # Outstanding counts queued and running requests, so balancing sees the real backlog.
+        endpoint.outstanding += 1
+        try:
+            async with endpoint.slots, self._http().post(url, data=payload) as resp:
+                raw = await resp.read()
+                self._check_status(endpoint, url, resp.status, resp.headers, raw)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            endpoint.mark_failure(time.monotonic())
+            raise _Retryable(f"{type(exc).__name__} from {url}: {exc or 'timed out'}") from exc
+        finally:
+            endpoint.outstanding -= 1
+        try:
+            parsed = json.loads(raw)
+        except ValueError as exc:
+            raise _Retryable(f"unparseable JSON from {url}: {raw[:200]!r}") from exc
+        if not isinstance(parsed, dict):
+            raise _Retryable(f"reply from {url} is not a JSON object: {raw[:200]!r}")
+        endpoint.mark_success()
+        return parsed
+
+    async def _stream_once(
+        self, endpoint: Endpoint, path: str, payload: bytes
+    ) -> AsyncIterator[dict[str, Any]]:
+        url = endpoint.base_url + path
+        endpoint.outstanding += 1
+        try:
+            async with endpoint.slots, self._http().post(url, data=payload) as resp:
+                if resp.status != 200:
+                    self._check_status(endpoint, url, resp.status, resp.headers, await resp.read())
+                async for raw_line in resp.content:
+                    line = raw_line.strip()
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        break
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError as exc:
+                        raise _Retryable(f"unparseable SSE chunk from {url}: {data[:200]!r}") from exc
+                    if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):
+                        raise _Retryable(f"error event from {url}: {_error_text(data)}")
+                    yield chunk
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            endpoint.mark_failure(time.monotonic())
+            raise _Retryable(f"{type(exc).__name__} from {url}: {exc or 'timed out'}") from exc
+        finally:
+            endpoint.outstanding -= 1
+        endpoint.mark_success()
+
+    def _check_status(
+        self, endpoint: Endpoint, url: str, status: int, headers: Mapping[str, str], raw: bytes
+    ) -> None:
+        if status == 200:
+            return
+        detail = _error_text(raw)
+        if is_retryable_status(status):
+            if status >= 500:
+                endpoint.mark_failure(time.monotonic())
+            raise _Retryable(f"HTTP {status} from {url}: {detail}", status, _retry_after(headers))
+        raise LLMRequestError(
+            f"HTTP {status} from {url}: {detail}", endpoint=endpoint.base_url, status=status
+        )
+
+
+def _normalise_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"endpoint URL must start with http:// or https://, got {url!r}")
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def client_from_env(prefix: str = "MATRIX_LLM", **kwargs: Any) -> LLMClient:
+    """Build a client from `<prefix>_URLS` (comma-separated), `<prefix>_MODEL` and `<prefix>_API_KEY`."""
+    urls = os.environ.get(f"{prefix}_URLS", "")
+    if not urls.strip():
+        raise LLMError(f"environment variable {prefix}_URLS is not set (comma-separated base URLs)")
+    return LLMClient(
+        [u.strip() for u in urls.split(",") if u.strip()],
+        model=os.environ.get(f"{prefix}_MODEL") or kwargs.pop("model", None),
+        api_key=os.environ.get(f"{prefix}_API_KEY") or kwargs.pop("api_key", None),
+        **kwargs,
+    )

@@ -1,0 +1,5 @@
+import matrix
+
+
+def test_version_is_set() -> None:
+    assert matrix.__version__
