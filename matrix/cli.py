@@ -1,0 +1,235 @@
+"""The `matrix` command: serve a backend, run benchmarks, run the demo.
+
+Errors the user can fix (an unknown backend or profile, a bad option, an unreachable endpoint)
+print one line naming the value and exit with status 2 (usage) or 1 (runtime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matrix.llm.backends import BACKENDS, Backend, BackendError, Server, get_backend
+
+DEFAULT_CONCURRENCY = {"vllm-cpu": "1,8,32"}
+
+
+class UsageError(Exception):
+    """A command-line value is wrong; the message names it."""
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def backend_options(backend: Backend, args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The options the user set on the command line, checked against what `backend.start` takes."""
+    accepted = inspect.signature(backend.start).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    options: dict[str, Any] = {}
+    for name in names:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name not in accepted and not takes_any:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"backend {backend.name!r} does not take {flag} (got {value!r})")
+        options[name] = value
+    return options
+
+
+SERVE_OPTIONS = ("profile", "time_scale", "behaviour", "model", "base_url", "log_path")
+
+
+def _add_server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", help="sim: hardware/model profile, e.g. a100-llama31-8b, h100-llama31-8b")
+    p.add_argument("--time-scale", type=float, help="sim: run this many times faster than real time")
+    p.add_argument("--behaviour", help="sim: behaviour model that writes the replies (default generic)")
+    p.add_argument("--model", help="model name or path (backend-specific default)")
+    p.add_argument("--base-url", help="openai: the external API's base URL")
+    p.add_argument("--log-path", type=Path, help="where the server's log goes")
+
+
+def _start(backend_name: str, args: argparse.Namespace, host: str, port: int) -> tuple[Backend, Server]:
+    backend = get_backend(backend_name)
+    options = backend_options(backend, args, SERVE_OPTIONS)
+    print(f"matrix: starting backend {backend_name!r} ...", file=sys.stderr, flush=True)
+    return backend, backend.start(host=host, port=port, **options)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _, server = _start(args.backend, args, args.host, args.port)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        tag = " (simulated)" if server.simulated else ""
+        print(server.base_url, flush=True)
+        print(f"matrix: serving model {server.model!r}{tag}; Ctrl-C stops it", file=sys.stderr, flush=True)
+        stop.wait()
+    finally:
+        server.stop()
+    return 0
+
+
+def _api_key(server: Server) -> str | None:
+    env = server.info.get("api_key_env")
+    return os.environ.get(str(env)) if env else None
+
+
+def cmd_bench_serving(args: argparse.Namespace) -> int:
+    from matrix.bench import serving
+
+    concurrencies = args.concurrency or _csv_ints(DEFAULT_CONCURRENCY.get(args.backend, "1,8,32,128"))
+    out = args.out or Path("results/bench") / f"serving_{args.backend}.json"
+    _, server = _start(args.backend, args, "127.0.0.1", 0)
+    try:
+        time_scale = float(server.info.get("time_scale", 1.0)) if server.simulated else 1.0
+        per_point = args.requests
+        print(
+            f"matrix bench serving: {args.backend} {server.model} at {server.base_url}"
+            + (f" (simulated, time scale {time_scale:g})" if server.simulated else ""),
+            flush=True,
+        )
+
+        def progress(p: serving.PointResult) -> None:
+            print(
+                f"  concurrency {p.concurrency:>4}: {p.output_tokens_per_s:9.1f} out tok/s, "
+                f"TTFT p50 {p.ttft_p50_ms:8.1f} ms, ITL p50 {p.itl_p50_ms:6.2f} ms, failed {p.failed}",
+                flush=True,
+            )
+
+        points = asyncio.run(
+            serving.sweep(
+                [server.base_url],
+                server.model,
+                concurrencies=concurrencies,
+                requests_per_point=(lambda c: per_point) if per_point else (lambda c: max(8, 2 * c)),
+                max_tokens=args.output_tokens,
+                fixed_length=not args.natural_length,
+                time_scale=time_scale,
+                api_key=_api_key(server),
+                progress=progress,
+            )
+        )
+    finally:
+        server.stop()
+    record = serving.run_record(
+        backend=args.backend,
+        model=server.model,
+        simulated=server.simulated,
+        time_scale=time_scale,
+        points=points,
+        settings={
+            "concurrency": concurrencies,
+            "requests_per_point": per_point or "max(8, 2*concurrency)",
+            "max_tokens": args.output_tokens,
+            "fixed_length": not args.natural_length,
+            "prompt_chars": len(serving.DEFAULT_PROMPT),
+        },
+        info=dict(server.info),
+    )
+    if server.simulated:
+        from matrix.llm.sim.calibration import compare_with_published
+
+        record["calibration"] = compare_with_published(str(server.info.get("profile")), points)
+    key = str(server.info.get("profile") or server.model)
+    serving.write_results(out, key, record)
+    print(serving.format_points(points, simulated=server.simulated))
+    if server.simulated and record.get("calibration"):
+        from matrix.llm.sim.calibration import format_comparison
+
+        print(format_comparison(record["calibration"]))
+    print(f"wrote {out}")
+    failed = sum(p.failed for p in points)
+    if failed:
+        print(f"matrix bench serving: {failed} requests failed after retries (see 'errors' in {out})")
+    return 1 if failed else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from matrix.demo import run_demo
+
+    return run_demo(backend=args.backend, requests=args.requests, concurrency=args.concurrency)
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    for name in BACKENDS:
+        print(name)
+    try:
+        from matrix.llm.sim.profile import list_profiles
+
+        print("sim profiles: " + ", ".join(list_profiles()))
+    except ImportError:
+        pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="matrix", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="start one serving backend on 127.0.0.1 and print its base URL")
+    p.add_argument("backend", help=f"one of: {', '.join(BACKENDS)}")
+    p.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    _add_server_flags(p)
+    p.set_defaults(func=cmd_serve)
+
+    bench = sub.add_parser("bench", help="benchmarks that write JSON under results/bench/")
+    bsub = bench.add_subparsers(dest="bench", required=True)
+    b = bsub.add_parser("serving", help="concurrency sweep of one serving backend")
+    b.add_argument("--backend", required=True, help=f"one of: {', '.join(BACKENDS)}")
+    b.add_argument(
+        "--concurrency", type=_csv_ints, help="comma-separated, default 1,8,32,128 (vllm-cpu: 1,8,32)"
+    )
+    b.add_argument("--requests", type=int, help="requests per point (default max(8, 2 x concurrency))")
+    b.add_argument("--output-tokens", type=int, default=128, help="max_tokens per request (default 128)")
+    b.add_argument("--natural-length", action="store_true", help="let replies end at EOS (no ignore_eos)")
+    b.add_argument("--out", type=Path, help="JSON path (default results/bench/serving_<backend>.json)")
+    _add_server_flags(b)
+    b.set_defaults(func=cmd_bench_serving)
+
+    d = sub.add_parser("demo", help="real chat completions through the runtime's client, with tokens/s")
+    d.add_argument("--backend", default="vllm-cpu", help="vllm-cpu (default, a real model) or sim")
+    d.add_argument("--requests", type=int, default=48)
+    d.add_argument("--concurrency", type=int, default=16)
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("backends", help="list serving backends and sim profiles")
+    s.set_defaults(func=cmd_backends)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"matrix: error: {exc}", file=sys.stderr)
+        return 2
+    except (BackendError, ValueError) as exc:
+        print(f"matrix: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    except KeyboardInterrupt:
+        print("matrix: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
