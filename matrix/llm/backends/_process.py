@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from matrix.llm.backends.base import BackendError
 
@@ -95,7 +96,7 @@ def start_server_process(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    out: int | object = subprocess.DEVNULL
+    out: int | IO[bytes] = subprocess.DEVNULL
     log_file = None
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
