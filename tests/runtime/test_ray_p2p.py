@@ -1,0 +1,120 @@
+"""The Ray P2P transport on a private local Ray (127.0.0.1). Slow: each test deploys actors."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import matrix.bench.dummy  # noqa: F401
+from matrix.agent import RoleSpec
+from matrix.bench.dummy import Echo
+from matrix.runtime.config import RunConfig
+from matrix.runtime.ray_p2p import RayRun, run_ray
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> Iterator[None]:
+    import ray
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=2, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def output_rows(cfg: RunConfig) -> list[dict]:
+    rows = []
+    for p in range(cfg.num_partitions):
+        rows += [json.loads(x) for x in cfg.output_path(p).read_text().splitlines()]
+    return rows
+
+
+def test_end_to_end_with_bad_rows_and_step_errors(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps({"id": i, "x": i, "fail_at": "b" if i == 5 else None}) for i in range(100)]
+    src.write_text("\n".join([*lines[:50], "{broken", *lines[50:]]) + "\n")
+    cfg = RunConfig(
+        workflow="echo",
+        roles=[RoleSpec("a", Echo), RoleSpec("b", Echo, num_instances=2)],
+        source=src,
+        run_dir=tmp_path / "run",
+        max_concurrent_tasks=16,
+        progress=False,
+    )
+    m = run_ray(cfg)
+    rows = output_rows(cfg)
+    assert len(rows) == 101 and len({(r["task_id"], r["trial"]) for r in rows}) == 101
+    assert m["tasks_finished"] == 99 and m["tasks_failed"] == 2 and m["tasks_lost"] == 0
+    bad = next(r for r in rows if r["row"] and r["row"].get("raw_line") == "{broken")
+    assert "in.jsonl:51" in bad["error"]
+    assert m["peak_in_flight"] <= 16
+    assert m["internal_errors"] == []
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_killing_an_agent_actor_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    n = 300
+    cfg = RunConfig(
+        workflow="echo",
+        roles=[RoleSpec("a", Echo, num_instances=2), RoleSpec("b", Echo, num_instances=2)],
+        source=[{"id": i, "x": i, "sleep": 0.05} for i in range(n)],
+        run_dir=tmp_path / "run",
+        max_concurrent_tasks=40,
+        num_partitions=2,
+        progress=False,
+    )
+    import ray
+
+    run = RayRun(cfg)
+    victim = run.agents["b"][0][1]
+
+    def kill_later() -> None:
+        time.sleep(1.5)
+        ray.kill(victim, no_restart=False)
+
+    killer = threading.Thread(target=kill_later)
+    killer.start()
+    try:
+        m = run.run()
+    finally:
+        killer.join()
+        run.shutdown()
+    rows = output_rows(cfg)
+    keys = Counter((r["task_id"], r["trial"]) for r in rows)
+    assert len(keys) == n, f"lost {n - len(keys)} tasks"
+    assert max(keys.values()) == 1, "duplicate rows in the output"
+    assert all(r["status"] == "done" for r in rows)
+    assert m["actor_deaths"] >= 1 and m["tasks_replayed"] >= 1
+    assert m["tasks_lost"] == 0
+
+
+def test_offloading_moves_fewer_bytes_per_hop_on_long_histories(tmp_path: Path) -> None:
+    rows = [{"id": i, "x": i, "pad": 4000} for i in range(40)]
+    results = {}
+    for label, threshold in (("on", 512), ("off", None)):
+        cfg = RunConfig(
+            workflow="echo",
+            roles=[RoleSpec("a", Echo), RoleSpec("b", Echo)],
+            source=rows,
+            run_dir=tmp_path / label,
+            offload_threshold=threshold,
+            progress=False,
+        )
+        results[label] = run_ray(cfg)
+        out = output_rows(cfg)
+        # Output rows are always resolved back to the full text.
+        assert all(len(r["turns"][1]["content"]) > 4000 for r in out)
+    assert results["on"]["bytes_moved"] < results["off"]["bytes_moved"] / 4
+    assert results["on"]["payload"]["puts"] >= 80
+    assert results["off"]["payload"]["puts"] == 0
