@@ -38,14 +38,14 @@ def _csv_ints(text: str) -> list[int]:
 
 def backend_options(backend: Backend, args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     """The options the user set on the command line, checked against what `backend.start` takes."""
-    accepted = inspect.signature(backend.start).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    params = inspect.signature(backend.start).parameters
+    accepted = {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
     options: dict[str, Any] = {}
     for name in names:
         value = getattr(args, name, None)
         if value is None:
             continue
-        if name not in accepted and not takes_any:
+        if name not in accepted:
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"backend {backend.name!r} does not take {flag} (got {value!r})")
         options[name] = value
@@ -161,6 +161,19 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_bench_overhead(args: argparse.Namespace) -> int:
+    from matrix.bench.overhead import run_overhead
+    from matrix.runtime.report import write_json
+
+    offload = {"both": (True, False), "on": (True,), "off": (False,)}[args.offload]
+    doc = run_overhead(tasks=args.tasks, concurrencies=tuple(args.concurrency), offload=offload)
+    out = args.out or Path("results/bench/overhead.json")
+    write_json(out, doc)
+    print(f"wrote {out}")
+    lost = sum(p["tasks_lost"] for p in doc["points"])
+    return 1 if lost else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from matrix.demo import run_demo
 
@@ -194,15 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = bench.add_subparsers(dest="bench", required=True)
     b = bsub.add_parser("serving", help="concurrency sweep of one serving backend")
     b.add_argument("--backend", required=True, help=f"one of: {', '.join(BACKENDS)}")
-    b.add_argument(
-        "--concurrency", type=_csv_ints, help="comma-separated, default 1,8,32,128 (vllm-cpu: 1,8,32)"
-    )
+    b.add_argument("--concurrency", type=_csv_ints, help="comma-separated, default 1,8,32,128 (vllm-cpu: 1,8,32)")
     b.add_argument("--requests", type=int, help="requests per point (default max(8, 2 x concurrency))")
     b.add_argument("--output-tokens", type=int, default=128, help="max_tokens per request (default 128)")
     b.add_argument("--natural-length", action="store_true", help="let replies end at EOS (no ignore_eos)")
     b.add_argument("--out", type=Path, help="JSON path (default results/bench/serving_<backend>.json)")
     _add_server_flags(b)
     b.set_defaults(func=cmd_bench_serving)
+
+    o = bsub.add_parser("overhead", help="dummy Coral-shaped agents on the Ray transport (no LLM)")
+    o.add_argument("--tasks", type=int, default=2000)
+    o.add_argument("--concurrency", type=_csv_ints, default=[100, 1000], help="default 100,1000")
+    o.add_argument("--offload", choices=["both", "on", "off"], default="both")
+    o.add_argument("--out", type=Path, help="JSON path (default results/bench/overhead.json)")
+    o.set_defaults(func=cmd_bench_overhead)
 
     d = sub.add_parser("demo", help="real chat completions through the runtime's client, with tokens/s")
     d.add_argument("--backend", default="vllm-cpu", help="vllm-cpu (default, a real model) or sim")

@@ -46,6 +46,7 @@ class RequestTiming:
     completion_tokens: int = 0
     prompt_tokens: int = 0
     error: str = ""
+    server_timing: dict[str, Any] | None = None
 
 
 @dataclass
@@ -64,6 +65,10 @@ class PointResult:
     itl_p99_ms: float
     e2e_p50_ms: float
     errors: list[str] = field(default_factory=list)
+    # The sim engine's own per-request timings (simulated seconds, exact; absent for real engines).
+    # Client-side figures above include this host's overheads, multiplied by the time scale.
+    server_ttft_p50_ms: float | None = None
+    server_tpot_p50_ms: float | None = None
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -72,9 +77,7 @@ def quantile(values: Sequence[float], q: float) -> float:
         return float("nan")
     if len(values) == 1:
         return float(values[0])
-    return float(
-        statistics.quantiles(values, n=1000, method="inclusive")[min(998, max(0, round(q * 1000) - 1))]
-    )
+    return float(statistics.quantiles(values, n=1000, method="inclusive")[min(998, max(0, round(q * 1000) - 1))])
 
 
 async def _one_request(
@@ -87,10 +90,13 @@ async def _one_request(
     first = last = 0.0
     gaps: list[float] = []
     usage: dict[str, Any] = {}
+    server_timing: dict[str, Any] | None = None
     try:
         async for chunk in llm.chat_stream([{"role": "user", "content": prompt}], role="bench", **params):
             if chunk.get("usage"):
                 usage = chunk["usage"]
+            if chunk.get("sim_timing"):
+                server_timing = chunk["sim_timing"]
             choices = chunk.get("choices") or []
             if not choices or not (choices[0].get("delta") or {}).get("content"):
                 continue
@@ -110,6 +116,7 @@ async def _one_request(
         gaps=gaps,
         completion_tokens=int(usage.get("completion_tokens") or 0),
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        server_timing=server_timing,
     )
 
 
@@ -159,7 +166,14 @@ async def measure_point(
         itl_p99_ms=quantile(gaps, 0.99),
         e2e_p50_ms=quantile([t.e2e * ms for t in ok], 0.5),
         errors=sorted({t.error for t in timings if not t.ok})[:5],
+        server_ttft_p50_ms=_server_p50(ok, "ttft_s"),
+        server_tpot_p50_ms=_server_p50(ok, "tpot_s"),
     )
+
+
+def _server_p50(timings: Sequence[RequestTiming], key: str) -> float | None:
+    values = [1000.0 * float(t.server_timing[key]) for t in timings if t.server_timing and key in t.server_timing]
+    return quantile(values, 0.5) if values else None
 
 
 async def sweep(
@@ -261,4 +275,9 @@ def format_points(points: Sequence[PointResult], *, simulated: bool) -> str:
             f"{p.concurrency:>5} {p.requests:>5} {p.failed:>4} {p.output_tokens_per_s:>24.1f} "
             f"{p.ttft_p50_ms:>12.1f} {p.ttft_p99_ms:>12.1f} {p.itl_p50_ms:>11.2f} {p.e2e_p50_ms:>11.1f}"
         )
+    if any(p.server_ttft_p50_ms is not None for p in points):
+        rows.append("sim engine's own timings (simulated ms, exact):")
+        for p in points:
+            ttft, tpot = p.server_ttft_p50_ms or 0.0, p.server_tpot_p50_ms or 0.0
+            rows.append(f"{p.concurrency:>5}  TTFT p50 {ttft:8.1f}  TPOT p50 {tpot:6.2f}")
     return "\n".join(rows)

@@ -328,9 +328,7 @@ class LLMClient:
         endpoint.mark_success()
         return parsed
 
-    async def _stream_once(
-        self, endpoint: Endpoint, path: str, payload: bytes
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def _stream_once(self, endpoint: Endpoint, path: str, payload: bytes) -> AsyncIterator[dict[str, Any]]:
         url = endpoint.base_url + path
         endpoint.outstanding += 1
         try:
@@ -358,9 +356,7 @@ class LLMClient:
             endpoint.outstanding -= 1
         endpoint.mark_success()
 
-    def _check_status(
-        self, endpoint: Endpoint, url: str, status: int, headers: Mapping[str, str], raw: bytes
-    ) -> None:
+    def _check_status(self, endpoint: Endpoint, url: str, status: int, headers: Mapping[str, str], raw: bytes) -> None:
         if status == 200:
             return
         detail = _error_text(raw)
@@ -368,9 +364,7 @@ class LLMClient:
             if status >= 500:
                 endpoint.mark_failure(time.monotonic())
             raise _Retryable(f"HTTP {status} from {url}: {detail}", status, _retry_after(headers))
-        raise LLMRequestError(
-            f"HTTP {status} from {url}: {detail}", endpoint=endpoint.base_url, status=status
-        )
+        raise LLMRequestError(f"HTTP {status} from {url}: {detail}", endpoint=endpoint.base_url, status=status)
 
 
 def _normalise_url(url: str) -> str:

@@ -6,9 +6,7 @@ from __future__ import annotations
 class LLMError(RuntimeError):
     """A request to an OpenAI-compatible endpoint failed."""
 
-    def __init__(
-        self, message: str, *, endpoint: str = "", status: int | None = None, attempts: int = 1
-    ) -> None:
+    def __init__(self, message: str, *, endpoint: str = "", status: int | None = None, attempts: int = 1) -> None:
         super().__init__(message)
         self.endpoint = endpoint
         self.status = status

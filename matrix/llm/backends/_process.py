@@ -103,9 +103,7 @@ def start_server_process(
         log_file = open(log_path, "wb")  # noqa: SIM115 - closed by stop()
         out = log_file
     try:
-        proc = subprocess.Popen(
-            list(cmd), env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = subprocess.Popen(list(cmd), env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as exc:
         raise BackendError(f"could not start {name} ({cmd[0]}): {exc}") from exc
 

@@ -1,0 +1,336 @@
+"""The simulated engine's core: a synchronous, discrete-event model of one continuous-batching replica.
+
+No asyncio and no wall clock: `step()` decides which sequences run in the next engine step, as
+vLLM's V1 scheduler would, returns how long that step takes in simulated seconds (from the
+profile's cost model) and advances the simulated clock. The same core runs behind the HTTP server
+(in scaled real time, `engine.py`) and in the calibration (in virtual time, instantly and
+deterministically, `loadgen.py`), so the numbers the calibration prints are the numbers the server
+produces.
+
+Scheduling, as in vLLM V1:
+- a request becomes schedulable `api_overhead_s` after it arrives (HTTP, tokenisation, hand-off);
+- running sequences go first, in admission order, each taking the tokens it still needs (a whole
+  prefill chunk, or one decode token) out of the step's `max_num_batched_tokens` budget;
+- waiting sequences are admitted first come, first served while fewer than `max_num_seqs` run,
+  budget is left and their KV blocks fit;
+- KV blocks are allocated as a sequence grows; when a running sequence cannot get one, the most
+  recently admitted sequence is preempted back to the head of the queue and its KV dropped (it is
+  recomputed when readmitted, prompt and already generated tokens alike);
+- a sequence whose computed tokens catch up with its known tokens samples one new token at the end
+  of the step.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from matrix.llm.sim.profile import SimProfile
+
+RequestId = Hashable
+
+
+@dataclass(eq=False)
+class _Sequence:
+    request_id: RequestId
+    prompt_tokens: int
+    max_output_tokens: int
+    arrival: float
+    ready: float
+    generated: int = 0
+    computed: int = 0
+    blocks: int = 0
+    first_token_at: float | None = None
+    preemptions: int = 0
+    aborted: bool = False
+
+    def remaining(self) -> int:
+        return self.prompt_tokens + self.generated - self.computed
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one engine step did. Times are simulated seconds; tokens are emitted at `end`."""
+
+    start: float
+    duration: float
+    tokens: tuple[RequestId, ...] = ()
+    first_tokens: tuple[RequestId, ...] = ()
+    finished: tuple[RequestId, ...] = ()
+    preempted: tuple[RequestId, ...] = ()
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+    running: int = 0
+    waiting: int = 0
+    kv_usage: float = 0.0
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    @property
+    def idle(self) -> bool:
+        return self.duration == 0.0 and not self.tokens
+
+
+@dataclass
+class CoreStats:
+    """Running totals since the core was created (simulated seconds)."""
+
+    steps: int = 0
+    busy_s: float = 0.0
+    prompt_tokens: int = 0
+    recomputed_tokens: int = 0
+    generated_tokens: int = 0
+    finished: int = 0
+    aborted: int = 0
+    preemptions: int = 0
+    step_durations: list[float] = field(default_factory=list, repr=False)
+
+
+class EngineCore:
+    """One simulated replica's scheduler and clock.
+
+    Request ids are any hashable values the caller chooses; each may be in flight once.
+    """
+
+    def __init__(self, profile: SimProfile, *, record_steps: bool = False) -> None:
+        self.profile = profile
+        self.clock = 0.0
+        self.stats = CoreStats()
+        self._record_steps = record_steps
+        self._total_blocks = profile.kv_blocks
+        self._free_blocks = self._total_blocks
+        self._seqs: dict[RequestId, _Sequence] = {}
+        self._pending: list[tuple[float, int, _Sequence]] = []
+        self._waiting: deque[_Sequence] = deque()
+        self._running: list[_Sequence] = []
+        self._order = itertools.count()
+
+    # ----------------------------------------------------------------------------- requests
+
+    def add(
+        self,
+        request_id: RequestId,
+        prompt_tokens: int,
+        max_output_tokens: int,
+        *,
+        arrival: float | None = None,
+    ) -> None:
+        """Queue a request that will produce exactly `max_output_tokens` tokens.
+
+        The behaviour model has already decided the reply, so its length is known up front; the
+        core only decides when each token comes out. `arrival` (simulated seconds, default: now)
+        may lie in the past (it arrived during the step that is ending) or the future.
+        """
+        if request_id in self._seqs:
+            raise ValueError(f"request id {request_id!r} is already in flight")
+        if not isinstance(prompt_tokens, int) or prompt_tokens < 1:
+            raise ValueError(f"prompt_tokens must be an integer >= 1, got {prompt_tokens!r}")
+        if not isinstance(max_output_tokens, int) or max_output_tokens < 1:
+            raise ValueError(f"max_output_tokens must be an integer >= 1, got {max_output_tokens!r}")
+        total = prompt_tokens + max_output_tokens
+        if total > self.profile.max_model_len:
+            raise ValueError(
+                f"request {request_id!r} needs {total} tokens ({prompt_tokens} prompt + "
+                f"{max_output_tokens} output), more than max_model_len {self.profile.max_model_len}"
+            )
+        capacity = self._total_blocks * self.profile.block_size
+        if total > capacity:
+            raise ValueError(
+                f"request {request_id!r} needs {total} tokens of KV cache but the profile holds "
+                f"{capacity}; it could never finish"
+            )
+        at = self.clock if arrival is None else float(arrival)
+        seq = _Sequence(request_id, prompt_tokens, max_output_tokens, at, at + self.profile.api_overhead_s)
+        self._seqs[request_id] = seq
+        heapq.heappush(self._pending, (seq.ready, next(self._order), seq))
+
+    def abort(self, request_id: RequestId) -> bool:
+        """Drop a request (its client went away) and free its KV; False if it is not in flight."""
+        seq = self._seqs.pop(request_id, None)
+        if seq is None:
+            return False
+        seq.aborted = True
+        if seq in self._running:
+            self._running.remove(seq)
+        elif seq in self._waiting:
+            self._waiting.remove(seq)
+        self._free(seq)
+        self.stats.aborted += 1
+        return True
+
+    def advance_to(self, t: float) -> None:
+        """Move an idle clock forward (time passes with nothing to do); never backwards."""
+        if self._running or self._waiting:
+            raise RuntimeError("advance_to() is only for an idle core; call step() while work remains")
+        self.clock = max(self.clock, t)
+
+    # ----------------------------------------------------------------------------- state
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._seqs)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests queued for admission, including those still in the API hand-off."""
+        return len(self._seqs) - len(self._running)
+
+    @property
+    def kv_usage(self) -> float:
+        return 1.0 - self._free_blocks / self._total_blocks
+
+    def next_ready(self) -> float | None:
+        """When the earliest not-yet-schedulable request becomes schedulable, if any."""
+        while self._pending and self._pending[0][2].aborted:
+            heapq.heappop(self._pending)
+        return self._pending[0][0] if self._pending else None
+
+    # ----------------------------------------------------------------------------- stepping
+
+    def _free(self, seq: _Sequence) -> None:
+        self._free_blocks += seq.blocks
+        seq.blocks = 0
+
+    def _blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.profile.block_size)
+
+    def _release_pending(self) -> None:
+        while self._pending and (self._pending[0][0] <= self.clock or self._pending[0][2].aborted):
+            _, _, seq = heapq.heappop(self._pending)
+            if not seq.aborted:
+                self._waiting.append(seq)
+
+    def step(self) -> StepResult:
+        """Run one engine step; an idle core (nothing schedulable, nothing pending) returns at once.
+
+        If nothing is schedulable yet but a request is in its API hand-off, the clock first jumps
+        to when it becomes schedulable.
+        """
+        self._release_pending()
+        if not self._running and not self._waiting:
+            ready = self.next_ready()
+            if ready is None:
+                return StepResult(start=self.clock, duration=0.0)
+            self.clock = max(self.clock, ready)
+            self._release_pending()
+
+        profile = self.profile
+        budget = profile.max_num_batched_tokens
+        scheduled: list[tuple[_Sequence, int]] = []
+        preempted: list[_Sequence] = []
+
+        i = 0
+        while i < len(self._running) and budget > 0:
+            seq = self._running[i]
+            n = min(seq.remaining(), budget)
+            need = self._blocks_for(seq.computed + n) - seq.blocks
+            preempted_self = False
+            while need > self._free_blocks:
+                victim = self._running.pop()
+                self._free(victim)
+                victim.computed = 0
+                victim.preemptions += 1
+                self._waiting.appendleft(victim)
+                preempted.append(victim)
+                if victim is seq:
+                    preempted_self = True
+                    break
+            if preempted_self:
+                break
+            self._free_blocks -= need
+            seq.blocks += need
+            scheduled.append((seq, n))
+            budget -= n
+            i += 1
+
+        if not preempted:
+            while self._waiting and budget > 0 and len(self._running) < profile.max_num_seqs:
+                seq = self._waiting[0]
+                n = min(seq.remaining(), budget)
+                need = self._blocks_for(seq.computed + n) - seq.blocks
+                if need > self._free_blocks:
+                    break
+                self._waiting.popleft()
+                self._running.append(seq)
+                self._free_blocks -= need
+                seq.blocks += need
+                scheduled.append((seq, n))
+                budget -= n
+
+        tokens = context = 0
+        pairs = 0.0
+        prefill = decode = 0
+        for seq, n in scheduled:
+            tokens += n
+            context += seq.computed + n
+            pairs += n * (seq.computed + (n + 1) / 2)
+            if seq.generated > 0 and seq.remaining() == 1:
+                decode += 1
+            else:
+                prefill += n
+                if seq.preemptions:
+                    self.stats.recomputed_tokens += n
+                else:
+                    self.stats.prompt_tokens += n
+
+        start = self.clock
+        duration = profile.step_time(
+            tokens=tokens, sequences=len(scheduled), context_tokens=context, attention_pairs=pairs
+        )
+        self.clock = start + duration
+        end = self.clock
+
+        emitted: list[RequestId] = []
+        first: list[RequestId] = []
+        finished: list[RequestId] = []
+        for seq, n in scheduled:
+            seq.computed += n
+            if seq.computed == seq.prompt_tokens + seq.generated:
+                seq.generated += 1
+                emitted.append(seq.request_id)
+                if seq.first_token_at is None:
+                    seq.first_token_at = end
+                    first.append(seq.request_id)
+                if seq.generated >= seq.max_output_tokens:
+                    finished.append(seq.request_id)
+        if finished:
+            done = set(finished)
+            keep = []
+            for seq in self._running:
+                if seq.request_id in done:
+                    self._free(seq)
+                    del self._seqs[seq.request_id]
+                else:
+                    keep.append(seq)
+            self._running = keep
+
+        st = self.stats
+        st.steps += 1
+        st.busy_s += duration
+        st.generated_tokens += len(emitted)
+        st.finished += len(finished)
+        st.preemptions += len(preempted)
+        if self._record_steps:
+            st.step_durations.append(duration)
+        return StepResult(
+            start=start,
+            duration=duration,
+            tokens=tuple(emitted),
+            first_tokens=tuple(first),
+            finished=tuple(finished),
+            preempted=tuple(s.request_id for s in preempted),
+            prefill_tokens=prefill,
+            decode_tokens=decode,
+            running=len(self._running),
+            waiting=self.num_waiting,
+            kv_usage=self.kv_usage,
+        )
