@@ -11,6 +11,7 @@ loop; `matrix.runtime.ray_p2p` hosts each role in Ray actors that forward messag
 from __future__ import annotations
 
 import abc
+import asyncio
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,8 +30,25 @@ class Agent(abc.ABC):
         self.role = role
         self.config = config
 
+    _payload: Any = None  # set by the hosting transport when payloads may be offloaded
+
     async def setup(self) -> None:
         """Open clients and caches; called once before the first step in this process."""
+
+    async def resolve(self, value: Any) -> Any:
+        """The full value of a field that may have been offloaded to the object store.
+
+        Offloaded fields are fetched only when a role reads them (an extractor that looks at the
+        last turn never pulls the whole history), and each is fetched once per process.
+        """
+        if self._payload is None:
+            return value
+        return await self._payload.resolve_value(value)
+
+    async def history(self, message: Message) -> list[tuple[str, Any]]:
+        """(role, content) of every turn so far, with offloaded contents fetched."""
+        contents = await asyncio.gather(*(self.resolve(t.content) for t in message.turns))
+        return [(t.role, c) for t, c in zip(message.turns, contents, strict=True)]
 
     @abc.abstractmethod
     async def step(self, message: Message) -> Message:

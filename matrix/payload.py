@@ -100,6 +100,9 @@ class PayloadStore:
             handle = Offloaded(self._put(value), size, "str" if isinstance(value, str) else "bytes")
             self.puts += 1
             self.bytes_offloaded += size
+            # The producer keeps its own payload cached: reading it back later costs nothing.
+            self.cache.put(handle.ref, value, size)
+            self._handles[id(value)] = (value, handle)
             return handle
         if isinstance(value, dict):
             return {k: self.offload_value(v) for k, v in value.items()}

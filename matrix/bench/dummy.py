@@ -46,11 +46,13 @@ class DummyDialogue(Agent):
     async def step(self, message: Message) -> Message:
         if self.config.get("sleep"):
             await asyncio.sleep(float(self.config["sleep"]))
+        # Read the whole conversation, as an LLM agent building its prompt would.
+        history = await self.history(message)
+        prompt_chars = sum(len(c) for _, c in history if isinstance(c, str))
         n = dialogue_turns(message)
         text = canned_text(int(self.config.get("reply_chars", 1600)), message.seed + n)
-        message.turns.append(
-            Turn(self.role, text, Usage(prompt_tokens=200 + 400 * n, completion_tokens=len(text) // 4))
-        )
+        usage = Usage(prompt_tokens=50 + prompt_chars // 4, completion_tokens=len(text) // 4)
+        message.turns.append(Turn(self.role, text, usage))
         return message
 
 
