@@ -40,6 +40,9 @@ class RunConfig:
     peer_policy: str = "p2c"
     progress: bool = True
     flush_every: int = 64
+    #: Serve live metrics for Prometheus at http://prometheus_host:prometheus_port/metrics (None: off).
+    prometheus_port: int | None = None
+    prometheus_host: str = "127.0.0.1"
     labels: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -30,7 +30,9 @@ async def _run_partition(
 
     async def finish(msg: Message) -> None:
         if sink.accept(msg):
-            admission.credit(msg.key)
+            if admission.credit(msg.key):
+                metrics.inc("in_flight", "", -1)
+            metrics.inc("completion_tokens", "", msg.usage().completion_tokens)
         progress.update(sink.stats.finished + sink.stats.failed, admission.in_flight, sink.stats.failed)
 
     async def run_task(msg: Message) -> None:
@@ -58,6 +60,7 @@ async def _run_partition(
     failures: list[BaseException] = []
 
     async def send(msg: Message) -> None:
+        metrics.inc("in_flight")
         t = asyncio.create_task(run_task(msg))
         tasks.add(t)
         t.add_done_callback(_reap)
@@ -107,11 +110,13 @@ async def run_local_async(cfg: RunConfig) -> dict[str, Any]:
     series = TimeSeries()
     progress = Progress(None, enabled=cfg.progress)
     t0 = time.monotonic()
+    sampler = asyncio.create_task(_sample(series, metrics, t0))
     try:
         results = await asyncio.gather(
             *(_run_partition(cfg, p, agents, metrics, progress) for p in range(cfg.num_partitions))
         )
     finally:
+        sampler.cancel()
         for agent in agents.values():
             await agent.close()
     wall = time.monotonic() - t0
@@ -127,7 +132,19 @@ async def run_local_async(cfg: RunConfig) -> dict[str, Any]:
     )
     write_json(cfg.run_dir / "metrics.json", out)
     write_json(cfg.run_dir / "timeseries.json", series.rows)
+    (cfg.run_dir / "metrics.prom").write_text(metrics.to_prometheus())
     return out
+
+
+async def _sample(series: TimeSeries, metrics: Metrics, t0: float) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        series.sample(
+            time.monotonic() - t0,
+            messages=metrics.counter("messages"),
+            tasks_in_flight=metrics.counter("in_flight"),
+            completion_tokens=metrics.counter("completion_tokens"),
+        )
 
 
 def run_local(cfg: RunConfig) -> dict[str, Any]:

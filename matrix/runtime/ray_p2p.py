@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -39,7 +40,7 @@ from matrix.metrics import Metrics, TimeSeries
 from matrix.payload import PayloadStore, wire_size
 from matrix.peers import Peer, PeerSet
 from matrix.runtime.config import RunConfig
-from matrix.runtime.report import Progress, build_metrics, write_json
+from matrix.runtime.report import Progress, PrometheusExporter, build_metrics, gauges_text, write_json
 from matrix.sink import SinkStats, SinkWriter
 from matrix.sources import read_rows
 from matrix.workflow import get_workflow
@@ -245,6 +246,9 @@ class AgentActor(_Watchable):
 
     def held(self) -> list[Key]:
         return list(self.holding)
+
+    def load(self) -> int:
+        return len(self.holding)
 
     def stats(self) -> dict[str, Any]:
         snap = self.metrics.snapshot()
@@ -546,39 +550,59 @@ class RayRun:
     def all_agents(self) -> list[tuple[str, Any]]:
         return [x for entries in self.agents.values() for x in entries]
 
+    def _actor_metrics(self) -> tuple[Metrics, list[str], dict[str, int]]:
+        merged = Metrics()
+        errors: list[str] = []
+        payload: dict[str, int] = defaultdict(int)
+        for snap in ray.get([h.stats.remote() for _, h in self.all_agents()]):
+            merged.merge_snapshot(snap)
+            errors += snap["errors"]
+            for k, v in snap["payload"].items():
+                payload[k] += v
+        return merged, errors, dict(payload)
+
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         progress = Progress(None, enabled=cfg.progress)
         series = TimeSeries()
+        exporter = None
+        if cfg.prometheus_port is not None:
+            exporter = PrometheusExporter(cfg.prometheus_host, cfg.prometheus_port)
+            print(f"matrix: metrics for Prometheus at {exporter.url}", file=sys.stderr, flush=True)
         t0 = time.monotonic()
+        last_export = 0.0
         refs = [a.run.remote() for a in self.admissions.values()]
         pending = list(refs)
-        while pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
-            snaps = ray.get([a.progress.remote() for a in self.admissions.values()])
-            counts = ray.get([s.counts.remote() for s in self.sinks.values()])
-            done = sum(c["finished"] + c["failed"] for c in counts)
-            in_flight = sum(int(s.get("in_flight", 0)) for s in snaps)
-            series.sample(
-                time.monotonic() - t0,
-                tasks_done=done,
-                tasks_in_flight=in_flight,
-                completion_tokens=sum(c["completion_tokens"] for c in counts),
-            )
-            progress.update(done, in_flight, sum(c["failed"] for c in counts))
-        results = ray.get(refs)
-        wall = time.monotonic() - t0
-        sinks = ray.get([s.close.remote() for s in self.sinks.values()])
-        merged = Metrics()
-        actor_stats = ray.get([h.stats.remote() for _, h in self.all_agents()])
-        errors: list[str] = []
-        payload = defaultdict(int)
-        for snap in actor_stats:
-            merged.merge_snapshot(snap)
-            errors += snap["errors"]
-            for k, v in snap["payload"].items():
-                payload[k] += v
+        try:
+            while pending:
+                _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+                snaps = ray.get([a.progress.remote() for a in self.admissions.values()])
+                counts = ray.get([s.counts.remote() for s in self.sinks.values()])
+                loads = ray.get([h.load.remote() for _, h in self.all_agents()])
+                depth: dict[str, int] = defaultdict(int)
+                for (name, _), load in zip(self.all_agents(), loads, strict=True):
+                    depth[name.rsplit("-", 1)[0]] += load
+                done = sum(c["finished"] + c["failed"] for c in counts)
+                in_flight = sum(int(s.get("in_flight", 0)) for s in snaps)
+                gauges = {
+                    "tasks_done": done,
+                    "tasks_in_flight": in_flight,
+                    "completion_tokens": sum(c["completion_tokens"] for c in counts),
+                    **{f"queue_depth_{role}": float(n) for role, n in depth.items()},
+                }
+                series.sample(time.monotonic() - t0, **gauges)
+                progress.update(done, in_flight, sum(c["failed"] for c in counts))
+                if exporter is not None and time.monotonic() - last_export >= 5.0:
+                    last_export = time.monotonic()
+                    exporter.update(self._actor_metrics()[0].to_prometheus() + gauges_text(gauges))
+            results = ray.get(refs)
+            wall = time.monotonic() - t0
+            sinks = ray.get([s.close.remote() for s in self.sinks.values()])
+            merged, errors, payload = self._actor_metrics()
+        finally:
+            if exporter is not None:
+                exporter.stop()
         progress.update(sum(s.finished + s.failed for s in sinks), 0, sum(s.failed for s in sinks), force=True)
         out = build_metrics(
             labels={"transport": "ray_p2p", **cfg.labels},
@@ -589,7 +613,7 @@ class RayRun:
             time_scale=float(cfg.labels.get("time_scale", 1.0)),
             extra={
                 "offload_threshold": cfg.offload_threshold,
-                "payload": dict(payload),
+                "payload": payload,
                 "actor_deaths": sum(r.get("deaths", 0) for r in results),
                 "census_runs": sum(r.get("census", 0) for r in results),
                 "internal_errors": errors,
@@ -598,6 +622,7 @@ class RayRun:
         )
         write_json(cfg.run_dir / "metrics.json", out)
         write_json(cfg.run_dir / "timeseries.json", series.rows)
+        (cfg.run_dir / "metrics.prom").write_text(merged.to_prometheus())
         return out
 
     def shutdown(self) -> None:

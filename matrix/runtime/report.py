@@ -169,3 +169,50 @@ class Progress:
         )
         end = "\r" if self._tty and not force else "\n"
         print(line, end=end, file=sys.stderr, flush=True)
+
+
+class PrometheusExporter:
+    """Serves the latest metrics text at `http://HOST:PORT/metrics` from a daemon thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        import http.server
+        import threading
+
+        exporter = self
+        self.text = "# no samples yet\n"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404, "only /metrics is served here")
+                    return
+                body = exporter.text.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+        self.port = int(self.server.server_address[1])
+        self.url = f"http://{host}:{self.port}/metrics"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def update(self, text: str) -> None:
+        self.text = text
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def gauges_text(values: dict[str, float], prefix: str = "matrix_") -> str:
+    lines = []
+    for name, value in sorted(values.items()):
+        lines.append(f"# TYPE {prefix}{name} gauge")
+        lines.append(f"{prefix}{name} {value:g}")
+    return "\n".join(lines) + "\n"

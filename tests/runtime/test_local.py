@@ -130,3 +130,23 @@ def test_coral_dummy_local_shape(tmp_path: Path) -> None:
     assert 6 <= hops_per_task <= 12
     rows = read_output(tmp_path / "run")
     assert {t["role"] for t in rows[0]["turns"]} == {"teacher", "student", "extractor", "matcher"}
+
+
+def test_metrics_files_and_prometheus_text(tmp_path: Path) -> None:
+    import urllib.request
+
+    from matrix.runtime.report import PrometheusExporter
+
+    run_local(echo_cfg(tmp_path, [{"id": i, "x": i} for i in range(20)]))
+    prom = (tmp_path / "run" / "metrics.prom").read_text()
+    assert 'matrix_hops{role="a"} 20' in prom and "matrix_step_seconds_bucket" in prom
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for key in ("tasks_finished", "tokens_per_second", "messages_per_second", "versions", "latency_seconds"):
+        assert key in metrics
+    exporter = PrometheusExporter("127.0.0.1", 0)
+    try:
+        exporter.update(prom)
+        with urllib.request.urlopen(exporter.url, timeout=5) as resp:
+            assert resp.read().decode() == prom
+    finally:
+        exporter.stop()
