@@ -480,6 +480,17 @@ class AdmissionActor(_Watchable):
             await self.admission.replay(key, "lease expired")
 
 
+def _get_or(default: Any, refs: list[Any], timeout: float = 10.0) -> list[Any]:
+    """ray.get each ref; an actor that is restarting (or gone) yields `default` instead of raising."""
+    out = []
+    for ref in refs:
+        try:
+            out.append(ray.get(ref, timeout=timeout))
+        except (RayError, TimeoutError):
+            out.append(default)
+    return out
+
+
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Start a private local Ray on 127.0.0.1 unless one is already initialised (or RAY_ADDRESS says where)."""
     if ray.is_initialized():
@@ -554,7 +565,10 @@ class RayRun:
         merged = Metrics()
         errors: list[str] = []
         payload: dict[str, int] = defaultdict(int)
-        for snap in ray.get([h.stats.remote() for _, h in self.all_agents()]):
+        for snap in _get_or(None, [h.stats.remote() for _, h in self.all_agents()], timeout=60):
+            if snap is None:
+                errors.append("an agent actor was restarting; its metrics since the restart are missing")
+                continue
             merged.merge_snapshot(snap)
             errors += snap["errors"]
             for k, v in snap["payload"].items():
@@ -579,7 +593,7 @@ class RayRun:
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
                 snaps = ray.get([a.progress.remote() for a in self.admissions.values()])
                 counts = ray.get([s.counts.remote() for s in self.sinks.values()])
-                loads = ray.get([h.load.remote() for _, h in self.all_agents()])
+                loads = _get_or(0, [h.load.remote() for _, h in self.all_agents()])
                 depth: dict[str, int] = defaultdict(int)
                 for (name, _), load in zip(self.all_agents(), loads, strict=True):
                     depth[name.rsplit("-", 1)[0]] += load

@@ -64,11 +64,11 @@ def test_end_to_end_with_bad_rows_and_step_errors(tmp_path: Path) -> None:
 
 
 def test_killing_an_agent_actor_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    n = 300
+    n = 400
     cfg = RunConfig(
         workflow="echo",
         roles=[RoleSpec("a", Echo, num_instances=2), RoleSpec("b", Echo, num_instances=2)],
-        source=[{"id": i, "x": i, "sleep": 0.05} for i in range(n)],
+        source=[{"id": i, "x": i, "sleep": 0.1} for i in range(n)],
         run_dir=tmp_path / "run",
         max_concurrent_tasks=40,
         num_partitions=2,
@@ -80,7 +80,13 @@ def test_killing_an_agent_actor_loses_and_duplicates_nothing(tmp_path: Path) -> 
     victim = run.agents["b"][0][1]
 
     def kill_later() -> None:
-        time.sleep(1.5)
+        # Kill once a quarter of the tasks are done, while the rest are spread over the actors.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            counts = ray.get([s.counts.remote() for s in run.sinks.values()])
+            if sum(c["finished"] for c in counts) >= n // 4:
+                break
+            time.sleep(0.02)
         ray.kill(victim, no_restart=False)
 
     killer = threading.Thread(target=kill_later)
