@@ -91,6 +91,11 @@ class SinkWriter:
         self._to_row = resolve or (lambda m: m.to_row())
         self._keep_latencies = keep_latencies
 
+    @property
+    def buffered(self) -> int:
+        """Rows accepted but not yet written to the file."""
+        return len(self._buffer)
+
     def __contains__(self, key: Key) -> bool:
         return key in self.done
 

@@ -40,6 +40,7 @@ from matrix.metrics import Metrics, TimeSeries
 from matrix.payload import PayloadStore, wire_size
 from matrix.peers import Peer, PeerSet
 from matrix.runtime.config import RunConfig
+from matrix.runtime.outbox import Outbox
 from matrix.runtime.report import Progress, PrometheusExporter, build_metrics, gauges_text, write_json
 from matrix.sink import SinkStats, SinkWriter
 from matrix.sources import read_rows
@@ -82,6 +83,7 @@ class _Sender:
         self.agent_handles: list[tuple[str, Any]] = []
         self._loaded = asyncio.Event()
         self._loading = False
+        self._boxes: dict[str, Outbox] = {}
 
     async def load(self) -> None:
         if self._loaded.is_set():
@@ -114,7 +116,7 @@ class _Sender:
             peer = peers.pick(msg.task_id)
             peer.sending += 1
             try:
-                load = await peer.handle.receive.remote(msg, sent)
+                load = await self._outbox(peer).put((msg, sent))
             except _ACTOR_GONE:
                 PeerSet.mark_down(peer)
                 if time.monotonic() > deadline:
@@ -125,6 +127,43 @@ class _Sender:
                 peer.sending -= 1
             PeerSet.mark_up(peer, int(load))
             return True
+
+    def _outbox(self, peer: Peer) -> Outbox:
+        box = self._boxes.get(peer.name)
+        if box is None:
+            handle = peer.handle
+
+            async def send(batch: list[tuple[Message, float]]) -> int:
+                return int(await handle.receive_batch.remote(batch))
+
+            box = self._boxes[peer.name] = Outbox(send)
+        return box
+
+    async def to_sink(self, partition: int, msg: Message) -> None:
+        """Hand a finished message to its partition's sink (batched), waiting out a sink restart."""
+        await self.load()
+        box = self._boxes.get(f"sink-{partition}")
+        if box is None:
+            handle = self.sinks[partition]
+
+            async def send(batch: list[Message]) -> None:
+                await handle.finish_batch.remote(batch)
+
+            box = self._boxes[f"sink-{partition}"] = Outbox(send)
+        deadline = time.monotonic() + DELIVERY_DEADLINE
+        while True:
+            try:
+                await box.put(msg)
+                return
+            except _ACTOR_GONE:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+    def batching(self) -> dict[str, float]:
+        calls = sum(b.calls for b in self._boxes.values())
+        items = sum(b.items for b in self._boxes.values())
+        return {"calls": calls, "items": items}
 
     async def call_with_retry(self, method: Any, *args: Any) -> Any:
         """Call a sink/admission method, waiting out a restart of that actor."""
@@ -162,6 +201,7 @@ class AgentActor(_Watchable):
         self.workflow = get_workflow(cfg.workflow)
         self.sender = _Sender(directory, cfg.peer_policy, name)
         self.payload = PayloadStore(cfg.offload_threshold, ray.put)
+        self.agent._payload = self.payload
         self.metrics = Metrics()
         self.holding: dict[Key, int] = defaultdict(int)
         self.tasks: set[asyncio.Task[None]] = set()
@@ -186,10 +226,15 @@ class AgentActor(_Watchable):
 
     async def receive(self, msg: Message, sent: float) -> int:
         """Queue a message for this role; returns this actor's load (tasks held)."""
-        self.holding[msg.key] += 1
-        task = asyncio.create_task(self._process(msg, sent))
-        self.tasks.add(task)
-        task.add_done_callback(self._done)
+        return await self.receive_batch([(msg, sent)])
+
+    async def receive_batch(self, batch: list[tuple[Message, float]]) -> int:
+        """Queue several messages (one call from one sender); returns this actor's load."""
+        for msg, sent in batch:
+            self.holding[msg.key] += 1
+            task = asyncio.create_task(self._process(msg, sent))
+            self.tasks.add(task)
+            task.add_done_callback(self._done)
         return len(self.holding)
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -211,12 +256,10 @@ class AgentActor(_Watchable):
             hop = Hop(role=role, actor=self.name, sent=sent, started=time.time())
             self.metrics.observe("queue_wait_seconds", hop.started - sent, role)
             try:
-                await self.payload.resolve(msg)
-            except (*_ACTOR_GONE, RayError) as exc:  # the payload's owner died: start over
-                await self._report_lost(msg, f"payload lost: {type(exc).__name__}")
-                return
-            try:
                 msg = await self.agent.step(msg)
+            except (*_ACTOR_GONE, RayError) as exc:  # a payload's owner died: start the task over
+                await self._report_lost(msg, f"payload lost in role {role!r}: {type(exc).__name__}")
+                return
             except Exception as exc:
                 msg.fail(f"step error in role {role!r}: {type(exc).__name__}: {exc}")
                 self.metrics.inc("step_errors", role)
@@ -231,10 +274,18 @@ class AgentActor(_Watchable):
             self.metrics.observe("hop_bytes", size, role, kind="bytes")
             self.metrics.inc("bytes_moved", "", size)
             if nxt is None:
-                sink = self.sender.sinks[int(msg.route.get("partition", 0))]
-                await self.sender.call_with_retry(sink.finish, msg)
+                await self.sender.to_sink(int(msg.route.get("partition", 0)), msg)
             elif not await self.sender.deliver(nxt, msg):
                 self.metrics.inc("undeliverable", nxt)
+                await self._report_lost(msg, f"no live peer of role {nxt!r} took it")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A failure of the runtime itself (not of the step): never drop the task silently.
+            self.metrics.inc("internal_errors", role)
+            if len(self.errors) < 20:
+                self.errors.append(f"{role}: {type(exc).__name__}: {exc}")
+            await self._report_lost(msg, f"internal error in role {role!r}: {type(exc).__name__}")
         finally:
             self._release(msg.key)
 
@@ -259,6 +310,7 @@ class AgentActor(_Watchable):
             "cache_misses": self.payload.cache.misses,
         }
         snap["errors"] = list(self.errors)
+        snap["batching"] = self.sender.batching()
         snap["pid"] = os.getpid()
         return snap
 
@@ -284,21 +336,28 @@ class SinkActor(_Watchable):
         return [k for k in keys if k in self.writer.done]
 
     async def finish(self, msg: Message) -> bool:
+        return (await self.finish_batch([msg]))[0]
+
+    async def finish_batch(self, msgs: list[Message]) -> list[bool]:
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop())
         await self.sender.load()
+        await asyncio.gather(*(self._resolve(m) for m in msgs))
+        accepted = [self.writer.accept(m) for m in msgs]
+        credited = [m.key for m, ok in zip(msgs, accepted, strict=True) if ok]
+        if credited:
+            self.pending_durable.extend(credited)
+            # Push the credits (one call per batch); each lease stays until its row is durable.
+            self.sender.admissions[self.partition].credit_batch.remote(credited)
+        if not self.writer.buffered:
+            self._report_durable()
+        return accepted
+
+    async def _resolve(self, msg: Message) -> None:
         try:
             await self.payload.resolve(msg)
         except RayError as exc:
             msg.route["unresolved_payload"] = type(exc).__name__
-        accepted = self.writer.accept(msg)
-        if accepted:
-            self.pending_durable.append(msg.key)
-            adm = self.sender.admissions[self.partition]
-            adm.credit.remote(msg.key)  # push; the lease stays until the row is durable
-        if not self.writer._buffer:
-            self._report_durable()
-        return accepted
 
     def _report_durable(self) -> None:
         if self.pending_durable:
@@ -334,6 +393,7 @@ class AdmissionActor(_Watchable):
         self.payload = PayloadStore(cfg.offload_threshold, ray.put)
         self.admission: Admission | None = None
         self.credited: dict[Key, Lease] = {}  # finished, row not yet durable
+        self.durable_early: set[Key] = set()  # durable reported before its credit arrived
         self.in_transit: dict[Key, int] = defaultdict(int)
         self.census_count = 0
         self.deaths = 0
@@ -355,8 +415,7 @@ class AdmissionActor(_Watchable):
 
     async def _emit_error(self, msg: Message) -> None:
         msg.route["partition"] = self.partition
-        await self.sender.load()
-        await self.sender.call_with_retry(self.sender.sinks[self.partition].finish, msg)
+        await self.sender.to_sink(self.partition, msg)
 
     async def run(self) -> dict[str, Any]:
         await self.sender.load()
@@ -389,18 +448,28 @@ class AdmissionActor(_Watchable):
             monitor.cancel()
         return self.progress()
 
+    def credit_batch(self, keys: list[Key]) -> None:
+        for key in keys:
+            self.credit(key)
+
     def credit(self, key: Key) -> None:
         key = (key[0], key[1])
         if self.admission is None:
             return
         lease = self.admission.leases.get(key)
         if lease is not None:
-            self.credited[key] = lease
+            if key in self.durable_early:
+                # Calls to an async actor may run out of order: this row was flushed already.
+                self.durable_early.discard(key)
+            else:
+                self.credited[key] = lease
         self.admission.credit(key)
 
     def durable(self, keys: list[Key]) -> None:
         for k in keys:
-            self.credited.pop((k[0], k[1]), None)
+            key = (k[0], k[1])
+            if self.credited.pop(key, None) is None and self.admission is not None and key in self.admission.leases:
+                self.durable_early.add(key)
 
     async def replay(self, key: Key, reason: str) -> bool:
         if self.admission is None:
@@ -573,6 +642,8 @@ class RayRun:
             errors += snap["errors"]
             for k, v in snap["payload"].items():
                 payload[k] += v
+            for k, v in snap.get("batching", {}).items():
+                payload[f"send_{k}"] += v
         return merged, errors, dict(payload)
 
     def run(self) -> dict[str, Any]:
