@@ -17,11 +17,14 @@ def test_items_sent_while_a_call_is_in_flight_share_the_next_call() -> None:
 
     async def main() -> list[int]:
         box = Outbox(send, max_in_flight=1, max_batch=100)
-        return await asyncio.gather(*(box.put(i) for i in range(50)))
+        first = asyncio.create_task(box.put(0))
+        await asyncio.sleep(0.001)  # the first call is now in flight
+        rest = await asyncio.gather(*(box.put(i) for i in range(1, 50)))
+        return [await first, *rest]
 
     results = asyncio.run(main())
     assert sorted(x for c in calls for x in c) == list(range(50))
-    assert calls[0] == [0] and len(calls) == 2  # the first goes at once, the rest together
+    assert calls[0] == [0] and len(calls) == 2  # the first went alone, the rest together
     assert results[0] == 1 and results[1] == 49
 
 
@@ -34,7 +37,10 @@ def test_a_failed_call_fails_exactly_its_own_items() -> None:
 
     async def main() -> list[object]:
         box = Outbox(send, max_in_flight=1)
-        return await asyncio.gather(*(box.put(i) for i in range(5)), return_exceptions=True)
+        first = asyncio.create_task(box.put(0))
+        await asyncio.sleep(0)
+        rest = await asyncio.gather(*(box.put(i) for i in range(1, 5)), return_exceptions=True)
+        return [*(await asyncio.gather(first, return_exceptions=True)), *rest]
 
     results = asyncio.run(main())
     assert isinstance(results[0], ConnectionError)
