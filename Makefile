@@ -14,7 +14,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export WANDB_MODE ?= offline
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-fast lint bench bench-serving calibrate clean
+.PHONY: setup demo test test-fast lint bench bench-serving bench-runtime calibrate clean
 
 setup: $(STAMP)
 
@@ -52,7 +52,12 @@ bench-serving: setup
 	$(VENV)/bin/matrix bench serving --backend sim --profile h100-llama31-8b
 	$(VENV)/bin/matrix bench serving --backend vllm-cpu
 
-bench: bench-serving
+bench-runtime: setup
+	$(VENV)/bin/matrix bench overhead
+	$(VENV)/bin/matrix bench inflight
+	$(VENV)/bin/matrix bench offload
+
+bench: bench-serving bench-runtime
 
 calibrate: setup
 	$(PY) scripts/calibrate_sim.py
