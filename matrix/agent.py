@@ -73,7 +73,8 @@ def resolve_factory(target: str | AgentFactory) -> AgentFactory:
     except ImportError as exc:
         raise ValueError(f"cannot import module {module_name!r} for agent {target!r}: {exc}") from exc
     try:
-        return getattr(module, attr)  # type: ignore[no-any-return]
+        factory: AgentFactory = getattr(module, attr)
+        return factory
     except AttributeError:
         raise ValueError(f"module {module_name!r} has no attribute {attr!r} (agent {target!r})") from None
 

@@ -139,16 +139,16 @@ class Metrics:
     def to_prometheus(self, prefix: str = "matrix_", label_name: str = "role") -> str:
         """Prometheus text exposition format (counters and cumulative histogram buckets)."""
         lines: list[str] = []
-        for name, labels in sorted(self.counters.items()):
+        for name, counts in sorted(self.counters.items()):
             metric = prefix + name
             lines.append(f"# TYPE {metric} counter")
-            for label, value in sorted(labels.items()):
+            for label, value in sorted(counts.items()):
                 sel = f'{{{label_name}="{label}"}}' if label else ""
                 lines.append(f"{metric}{sel} {value:g}")
-        for name, labels in sorted(self.histograms.items()):
+        for name, hists in sorted(self.histograms.items()):
             metric = prefix + name
             lines.append(f"# TYPE {metric} histogram")
-            for label, h in sorted(labels.items()):
+            for label, h in sorted(hists.items()):
                 base = f'{label_name}="{label}",' if label else ""
                 cumulative = 0
                 for bound, count in zip([*h.bounds, math.inf], h.counts, strict=True):

@@ -4,8 +4,9 @@ A hop is one actor call, and on a small machine the per-call cost of the RPC lay
 limits how many hops a second fit. An `Outbox` sends what it has at once (messages queued in the
 same event-loop turn go together); messages that arrive while that call is in flight wait and
 leave together in the next call. At low load nothing waits; at high load batches grow by
-themselves, so the number of calls per hop falls as the load rises. Each caller awaits the acknowledgement of the call that carried its item, so a sender can
-still hold a task until its peer has it (at-least-once delivery is unchanged).
+themselves, so the number of calls per hop falls as the load rises. Each caller awaits the
+acknowledgement of the call that carried its item, so a sender can still hold a task until its
+peer has it (at-least-once delivery is unchanged).
 """
 
 from __future__ import annotations

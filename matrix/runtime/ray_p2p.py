@@ -47,7 +47,7 @@ from matrix.sources import read_rows
 from matrix.workflow import get_workflow
 
 # Errors that mean "the actor is gone or restarting", as opposed to a bug in a step.
-_ACTOR_GONE: tuple[type[BaseException], ...] = (RayActorError,)
+_ACTOR_GONE: tuple[type[Exception], ...] = (RayActorError,)
 with contextlib.suppress(ImportError):
     from ray.exceptions import ActorUnavailableError
 
@@ -257,7 +257,7 @@ class AgentActor(_Watchable):
             self.metrics.observe("queue_wait_seconds", hop.started - sent, role)
             try:
                 msg = await self.agent.step(msg)
-            except (*_ACTOR_GONE, RayError) as exc:  # a payload's owner died: start the task over
+            except (RayActorError, RayError) as exc:  # a payload's owner died: start the task over
                 await self._report_lost(msg, f"payload lost in role {role!r}: {type(exc).__name__}")
                 return
             except Exception as exc:
@@ -434,7 +434,7 @@ class AdmissionActor(_Watchable):
             max_concurrent_tasks=cfg.max_concurrent_tasks,
             num_trials=cfg.num_trials,
             seed=cfg.seed,
-            done=done,  # type: ignore[arg-type]
+            done=done,
             lease_seconds=cfg.lease_seconds,
             max_attempts=cfg.max_attempts,
         )
@@ -477,7 +477,7 @@ class AdmissionActor(_Watchable):
         return await self.admission.replay((key[0], key[1]), reason)
 
     def progress(self) -> dict[str, Any]:
-        snap = self.admission.snapshot() if self.admission else {"admitted": 0, "in_flight": 0}
+        snap: dict[str, Any] = self.admission.snapshot() if self.admission else {"admitted": 0, "in_flight": 0}
         snap.update(census=self.census_count, deaths=self.deaths, events=self.events[-50:])
         return snap
 
