@@ -67,6 +67,7 @@ class Admission:
         done: set[Key] | frozenset[Key] = frozenset(),
         lease_seconds: float = 3600.0,
         max_attempts: int = 3,
+        max_sends_in_flight: int = 256,
     ) -> None:
         if max_concurrent_tasks < 1:
             raise ValueError(f"max_concurrent_tasks must be >= 1, got {max_concurrent_tasks}")
@@ -82,6 +83,7 @@ class Admission:
         self.done = set(done)
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
+        self.max_sends_in_flight = max_sends_in_flight
         self.leases: dict[Key, Lease] = {}
         self.stats = AdmissionStats()
         self._slots = asyncio.Semaphore(max_concurrent_tasks)
@@ -113,7 +115,26 @@ class Admission:
         await self._emit_error(msg)
 
     async def run(self) -> None:
-        """Admit every row; returns when all admitted tasks have been credited back."""
+        """Admit every row; returns when all admitted tasks have been credited back.
+
+        First hops are sent concurrently (up to `max_sends_in_flight` awaiting their acknowledgement)
+        so that admission's rate is not one round trip per task.
+        """
+        sends = asyncio.Semaphore(self.max_sends_in_flight)
+        async with asyncio.TaskGroup() as tg:
+            await self._admit_all(tg, sends)
+        self._exhausted = True
+        if not self.leases:
+            self._idle.set()
+        await self._idle.wait()
+
+    async def _send_bounded(self, msg: Message, sends: asyncio.Semaphore) -> None:
+        try:
+            await self._send(msg)
+        finally:
+            sends.release()
+
+    async def _admit_all(self, tg: asyncio.TaskGroup, sends: asyncio.Semaphore) -> None:
         for row in self._rows:
             if row.error is None and row.task_id in self._seen_ids:
                 first = self._seen_ids[row.task_id]
@@ -137,11 +158,8 @@ class Admission:
                 self.stats.admitted += 1
                 self.stats.peak_in_flight = max(self.stats.peak_in_flight, len(self.leases))
                 self._idle.clear()
-                await self._send(self._message(lease))
-        self._exhausted = True
-        if not self.leases:
-            self._idle.set()
-        await self._idle.wait()
+                await sends.acquire()
+                tg.create_task(self._send_bounded(self._message(lease), sends))
 
     def credit(self, key: Key) -> bool:
         """A task ended (first finished copy); free its slot. False if it held no lease."""

@@ -76,7 +76,9 @@ class MemorySampler:
 
 
 def run_dummy(tasks: int, concurrency: int, offload_threshold: int | None, instances: int = 1) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp, MemorySampler() as mem:
+    from matrix.bench.inflight import RaySampler  # counts only this driver's own Ray processes
+
+    with tempfile.TemporaryDirectory() as tmp, RaySampler() as mem:
         cfg = RunConfig(
             workflow="coral-dummy",
             roles=coral_dummy_roles(instances),

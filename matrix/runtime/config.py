@@ -72,6 +72,10 @@ class RunConfig:
         if dupes:
             raise ValueError(f"roles deployed twice: {dupes}")
 
+    def partition_bound(self) -> int:
+        """Each data partition's share of `max_concurrent_tasks` (the bound is for the whole run)."""
+        return max(1, -(-self.max_concurrent_tasks // self.num_partitions))
+
     def output_path(self, partition: int) -> Path:
         if self.num_partitions == 1:
             return self.run_dir / "output.jsonl"

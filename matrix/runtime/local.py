@@ -78,7 +78,7 @@ async def _run_partition(
         workflow=cfg.workflow,
         send=send,
         emit_error=finish,
-        max_concurrent_tasks=cfg.max_concurrent_tasks,
+        max_concurrent_tasks=cfg.partition_bound(),
         num_trials=cfg.num_trials,
         seed=cfg.seed,
         done=sink.done,

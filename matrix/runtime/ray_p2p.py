@@ -431,7 +431,7 @@ class AdmissionActor(_Watchable):
             workflow=cfg.workflow,
             send=self._send_first,
             emit_error=self._emit_error,
-            max_concurrent_tasks=cfg.max_concurrent_tasks,
+            max_concurrent_tasks=cfg.partition_bound(),
             num_trials=cfg.num_trials,
             seed=cfg.seed,
             done=done,

@@ -72,10 +72,7 @@ def build_metrics(
             r = tokens_by_role.setdefault(role, {"prompt_tokens": 0, "completion_tokens": 0})
             r["prompt_tokens"] += u["prompt_tokens"]
             r["completion_tokens"] += u["completion_tokens"]
-    e2e = Histogram.seconds()
-    for s in sinks:
-        for x in s.e2e_latencies:
-            e2e.observe(x * time_scale)
+    latencies = sorted(x * time_scale for s in sinks for x in s.e2e_latencies)
     out: dict[str, Any] = {
         **labels,
         "time_scale": time_scale,
@@ -98,11 +95,12 @@ def build_metrics(
         "messages": messages,
         "messages_per_second": messages / measured if measured > 0 else 0.0,
         "bytes_moved": metrics.counter("bytes_moved"),
-        "peak_in_flight": max((a["peak_in_flight"] for a in admissions), default=0),
+        # Partitions peak at different moments: the sum is an upper bound of the run's peak.
+        "peak_in_flight": sum(a["peak_in_flight"] for a in admissions),
         "tokens_by_role": tokens_by_role,
         "errors_by_reason": _merge_counts([s.errors_by_reason for s in sinks]),
         "latency_seconds": {
-            "end_to_end": e2e.summary(),
+            "end_to_end": exact_summary(latencies),
             "queue_wait": _summary(metrics.histogram("queue_wait_seconds"), time_scale),
             "step": _summary(metrics.histogram("step_seconds"), time_scale),
         },
@@ -115,6 +113,17 @@ def build_metrics(
     if extra:
         out.update(extra)
     return _clean(out)
+
+
+def exact_summary(values: list[float]) -> dict[str, float]:
+    """Count, mean and exact p50/p99/max of sorted `values` (NaN when empty)."""
+    if not values:
+        return {"count": 0, "mean": math.nan, "p50": math.nan, "p99": math.nan, "max": math.nan}
+
+    def q(p: float) -> float:
+        return values[min(len(values) - 1, max(0, math.ceil(p * len(values)) - 1))]
+
+    return {"count": len(values), "mean": sum(values) / len(values), "p50": q(0.5), "p99": q(0.99), "max": values[-1]}
 
 
 def _summary(h: Histogram | None, scale: float) -> dict[str, float] | None:
