@@ -1,1 +1,4 @@
-"""The faithful baseline systems the P2P runtime is measured against (Coral controller, Ray Data batch, Tau2 threads)."""
+"""The faithful baseline systems the P2P runtime is measured against.
+
+Coral's central controller, the Ray Data batch pipeline, and tau2's threaded runner.
+"""
