@@ -149,9 +149,7 @@ def test_timeout_is_retried_on_another_replica() -> None:
             LLMClient([slow.url, fast.url], model="m", retry=FAST_RETRY, timeout=0.3) as llm,
         ):
             # Pin the first attempt to the slow replica with a sticky key that hashes there.
-            key = next(
-                k for k in map(str, range(1000)) if llm.balancer.pick(sticky_key=k).base_url == slow.url
-            )
+            key = next(k for k in map(str, range(1000)) if llm.balancer.pick(sticky_key=k).base_url == slow.url)
             r = await llm.chat(MSGS, sticky_key=key)
         assert message_text(r) == "reply from fast"
 
