@@ -107,12 +107,16 @@ CORAL_DUMMY = register_workflow(
 
 
 class Echo(Agent):
-    """Appends `role:x`; fails when the row says `fail_at == role`; sleeps `row['sleep']` seconds."""
+    """Appends `role:x`; fails when the row says `fail_at == role`; sleeps `row['sleep']` seconds
+    (a number, or a dict of seconds per role)."""
 
     async def step(self, message: Message) -> Message:
         row: dict[str, Any] = message.row
-        if row.get("sleep"):
-            await asyncio.sleep(float(row["sleep"]))
+        sleep = row.get("sleep")
+        if isinstance(sleep, dict):
+            sleep = sleep.get(self.role)
+        if sleep:
+            await asyncio.sleep(float(sleep))
         if row.get("fail_at") == self.role:
             raise RuntimeError(f"asked to fail at {self.role}")
         pad = int(row.get("pad", 0))

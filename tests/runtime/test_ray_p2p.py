@@ -68,7 +68,8 @@ def test_killing_an_agent_actor_loses_and_duplicates_nothing(tmp_path: Path) -> 
     cfg = RunConfig(
         workflow="echo",
         roles=[RoleSpec("a", Echo, num_instances=2), RoleSpec("b", Echo, num_instances=2)],
-        source=[{"id": i, "x": i, "sleep": 0.1} for i in range(n)],
+        # Role b is the slow one, so that the actor we kill always holds tasks in its steps.
+        source=[{"id": i, "x": i, "sleep": {"a": 0.02, "b": 0.3}} for i in range(n)],
         run_dir=tmp_path / "run",
         max_concurrent_tasks=40,
         num_partitions=2,
@@ -78,6 +79,7 @@ def test_killing_an_agent_actor_loses_and_duplicates_nothing(tmp_path: Path) -> 
 
     run = RayRun(cfg)
     victim = run.agents["b"][0][1]
+    held_at_kill: list[object] = []
 
     def kill_later() -> None:
         # Kill once a quarter of the tasks are done, while the rest are spread over the actors.
@@ -87,6 +89,7 @@ def test_killing_an_agent_actor_loses_and_duplicates_nothing(tmp_path: Path) -> 
             if sum(c["finished"] for c in counts) >= n // 4:
                 break
             time.sleep(0.02)
+        held_at_kill.extend(ray.get(victim.held.remote()))
         ray.kill(victim, no_restart=False)
 
     killer = threading.Thread(target=kill_later)
@@ -101,7 +104,9 @@ def test_killing_an_agent_actor_loses_and_duplicates_nothing(tmp_path: Path) -> 
     assert len(keys) == n, f"lost {n - len(keys)} tasks"
     assert max(keys.values()) == 1, "duplicate rows in the output"
     assert all(r["status"] == "done" for r in rows)
-    assert m["actor_deaths"] >= 1 and m["tasks_replayed"] >= 1
+    assert m["actor_deaths"] >= 1
+    assert held_at_kill, "the victim held no task when it was killed; the test proves nothing"
+    assert m["tasks_replayed"] >= 1, (m["tasks_replayed"], len(held_at_kill), m.get("census_runs"))
     assert m["tasks_lost"] == 0
 
 
