@@ -166,8 +166,10 @@ def cmd_bench_overhead(args: argparse.Namespace) -> int:
     from matrix.runtime.report import write_json
 
     offload = {"both": (True, False), "on": (True,), "off": (False,)}[args.offload]
-    doc = run_overhead(tasks=args.tasks, concurrencies=tuple(args.concurrency), offload=offload)
     out = args.out or Path("results/bench/overhead.json")
+    doc = run_overhead(
+        tasks=args.tasks, concurrencies=tuple(args.concurrency), offload=offload, on_point=lambda d: write_json(out, d)
+    )
     write_json(out, doc)
     print(f"wrote {out}")
     lost = sum(p["tasks_lost"] for p in doc["points"])

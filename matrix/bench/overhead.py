@@ -149,8 +149,10 @@ def ping_pong(message_bytes: int, hops: int, tasks: int, concurrency: int) -> di
     Each hop is one awaited actor call that carries the message, as a P2P hop is; there is no
     step, no workflow, no bookkeeping.
     """
-    a = _PingPong.remote()  # type: ignore[attr-defined]
-    b = _PingPong.remote()  # type: ignore[attr-defined]
+    # Each hop holds its caller's slot until the chain returns: allow every chain's depth at once.
+    slots = max(1000, 2 * concurrency * hops)
+    a = _PingPong.options(max_concurrency=slots).remote()  # type: ignore[attr-defined]
+    b = _PingPong.options(max_concurrency=slots).remote()  # type: ignore[attr-defined]
     ray.get([a.setup.remote(b), b.setup.remote(a)])
     msg = {"payload": "x" * max(0, message_bytes - 60)}
     seconds = asyncio.run(_drive(a, msg, hops - 1, tasks, concurrency))
@@ -167,11 +169,23 @@ def ping_pong(message_bytes: int, hops: int, tasks: int, concurrency: int) -> di
 
 
 def run_overhead(
-    *, tasks: int = 2000, concurrencies: tuple[int, ...] = (100, 1000), offload: tuple[bool, ...] = (True, False)
+    *,
+    tasks: int = 2000,
+    concurrencies: tuple[int, ...] = (100, 1000),
+    offload: tuple[bool, ...] = (True, False),
+    on_point: Any = None,
 ) -> dict[str, Any]:
+    """Run every point; `on_point(doc)` gets the document so far after each one (partial results survive)."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ensure_ray()
-    points = []
+    points: list[dict[str, Any]] = []
+    doc = {
+        "benchmark": "overhead",
+        "workload": "coral-dummy (matrix.bench.dummy): no LLM, 1,600-char dialogue turns, agreement after 2-4 turns",
+        "reference": {**REFERENCE, "note": "fair-matrix on the same workload on a 2-core machine of this kind"},
+        "cpu_count": os.cpu_count(),
+        "points": points,
+    }
     for c in concurrencies:
         for on in offload:
             p = run_dummy(tasks, c, 512 if on else None)
@@ -181,13 +195,9 @@ def run_overhead(
             p["speedup_vs_reference"] = p["trajectories_per_second"] / REFERENCE["trajectories_per_second"]
             points.append(p)
             print(format_point(p), flush=True)
-    return {
-        "benchmark": "overhead",
-        "workload": "coral-dummy (matrix.bench.dummy): no LLM, 1,600-char dialogue turns, agreement after 2-4 turns",
-        "reference": {**REFERENCE, "note": "fair-matrix on the same workload on a 2-core machine of this kind"},
-        "cpu_count": os.cpu_count(),
-        "points": points,
-    }
+            if on_point is not None:
+                on_point(doc)
+    return doc
 
 
 def format_point(p: dict[str, Any]) -> str:
