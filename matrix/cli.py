@@ -86,6 +86,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _portable(value: Any) -> Any:
+    """Paths of this machine made relative (to the checkout) or home-relative, for committed results."""
+    if isinstance(value, str):
+        return value.replace(str(Path.cwd()) + "/", "").replace(str(Path.home()), "~")
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_portable(v) for v in value]
+    return value
+
+
 def _api_key(server: Server) -> str | None:
     env = server.info.get("api_key_env")
     return os.environ.get(str(env)) if env else None
@@ -141,7 +152,7 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
             "fixed_length": not args.natural_length,
             "prompt_chars": len(serving.DEFAULT_PROMPT),
         },
-        info=dict(server.info),
+        info=_portable(dict(server.info)),
     )
     if server.simulated:
         from matrix.llm.sim.calibration import compare_with_published
