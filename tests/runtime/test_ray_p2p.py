@@ -78,7 +78,6 @@ def test_killing_an_agent_actor_loses_and_duplicates_nothing(tmp_path: Path) -> 
     import ray
 
     run = RayRun(cfg)
-    victim = run.agents["b"][0][1]
     held_at_kill: list[object] = []
 
     def kill_later() -> None:
@@ -89,8 +88,11 @@ def test_killing_an_agent_actor_loses_and_duplicates_nothing(tmp_path: Path) -> 
             if sum(c["finished"] for c in counts) >= n // 4:
                 break
             time.sleep(0.02)
-        held_at_kill.extend(ray.get(victim.held.remote()))
-        ray.kill(victim, no_restart=False)
+        # Kill whichever b actor holds more tasks right now.
+        held = [ray.get(h.held.remote()) for _, h in run.agents["b"]]
+        i = max(range(len(held)), key=lambda j: len(held[j]))
+        held_at_kill.extend(held[i])
+        ray.kill(run.agents["b"][i][1], no_restart=False)
 
     killer = threading.Thread(target=kill_later)
     killer.start()
