@@ -108,7 +108,11 @@ def test_killing_an_agent_actor_loses_and_duplicates_nothing(tmp_path: Path) -> 
     assert all(r["status"] == "done" for r in rows)
     assert m["actor_deaths"] >= 1
     assert held_at_kill, "the victim held no task when it was killed; the test proves nothing"
-    assert m["tasks_replayed"] >= 1, (m["tasks_replayed"], len(held_at_kill), m.get("census_runs"))
+    # A census ran after the death. Whether it had to replay anything depends on where the victim's
+    # tasks were: ones already handed on (acknowledged by the next peer or the sink) are not lost.
+    assert m["census_runs"] >= 1
+    held_keys = {(str(k[0]), int(k[1])) for k in held_at_kill}  # type: ignore[index]
+    assert held_keys <= set(keys), "a task the victim held is missing from the output"
     assert m["tasks_lost"] == 0
 
 
