@@ -212,13 +212,7 @@ class LLMClient:
                 result = await self._post_once(endpoint, path, payload)
             except _Retryable as exc:
                 last = exc
-                tried.add(endpoint.base_url)
-                if len(tried) == len(self.endpoints):
-                    tried.clear()
-                if attempt < self.retry.max_retries:
-                    self._retries += 1
-                    self.usage.record_retry(role)
-                    await asyncio.sleep(self.retry.delay(attempt, self._rng, exc.retry_after))
+                await self._back_off(exc, endpoint, tried, attempt, role)
                 continue
             except LLMRequestError:
                 self._failures += 1
@@ -274,13 +268,7 @@ class LLMClient:
                         f"stream broke after partial output: {exc}", endpoint=endpoint.base_url
                     ) from exc
                 last = exc
-                tried.add(endpoint.base_url)
-                if len(tried) == len(self.endpoints):
-                    tried.clear()
-                if attempt < self.retry.max_retries:
-                    self._retries += 1
-                    self.usage.record_retry(role)
-                    await asyncio.sleep(self.retry.delay(attempt, self._rng, exc.retry_after))
+                await self._back_off(exc, endpoint, tried, attempt, role)
                 continue
             except LLMRequestError:
                 self._failures += 1
@@ -298,6 +286,16 @@ class LLMClient:
         )
 
     # -- internals ---------------------------------------------------------------------------
+
+    async def _back_off(self, exc: _Retryable, endpoint: Endpoint, tried: set[str], attempt: int, role: str) -> None:
+        """After a retryable failure: prefer another replica next, count the retry, wait with jitter."""
+        tried.add(endpoint.base_url)
+        if len(tried) == len(self.endpoints):
+            tried.clear()
+        if attempt < self.retry.max_retries:
+            self._retries += 1
+            self.usage.record_retry(role)
+            await asyncio.sleep(self.retry.delay(attempt, self._rng, exc.retry_after))
 
     def _body(self, body: dict[str, Any]) -> dict[str, Any]:
         if "model" not in body:
