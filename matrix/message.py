@@ -1,7 +1,7 @@
 """The message: one task's whole state, travelling from agent to agent.
 
-A message is plain data (dataclasses of strings, numbers, lists and dicts, plus object-store
-references for offloaded payloads): no code, no handles, no callables travel in it. That keeps it
+A message is plain data (dataclasses of strings, numbers, lists and dicts, plus small handles of
+offloaded payloads, see `matrix.payload`): no code, no handles, no callables travel in it. That keeps it
 cheap to pickle, safe to replay from its start, and readable in the output row it becomes.
 """
 

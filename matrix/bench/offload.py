@@ -12,9 +12,9 @@ Bytes are counted three ways:
 - per hop: the pickled message as sent (`metrics.json` `bytes_per_hop`; an offloaded field counts
   as its handle);
 - messages end to end: the sum over every hop of a run (`bytes_moved`), and per trajectory;
-- with the object store: messages plus every payload put once by its producer plus every payload
-  fetched by a consumer process (agents' cache misses times the mean payload size, and the sink's
-  one fetch of each payload to write the row; an estimate: the runtime counts fetches, not fetched bytes).
+- with the payloads: messages plus every payload byte an owner sent to a reader (agents that read
+  the history, and the sink, which reads each payload once to write the row). A payload that no one
+  reads never moves: it stays with the actor that produced it until the sink frees it.
 """
 
 from __future__ import annotations
@@ -122,10 +122,8 @@ def run_point(
     content = output_content(cfg.output_path(0))
     trajectories = max(1, int(m["trajectories"]))
     payload = dict(m.get("payload") or {})
-    puts = int(payload.get("puts", 0))
-    put_bytes = int(payload.get("bytes_offloaded", 0))
-    mean_payload = put_bytes / puts if puts else 0.0
-    fetch_est = int(payload.get("cache_misses", 0) * mean_payload) + put_bytes  # agents' misses + the sink's reads
+    offloaded_bytes = int(payload.get("bytes_offloaded", 0))
+    fetched_bytes = int(payload.get("served_bytes", 0))  # counted by the owners, so the sink's reads too
     message_bytes = int(m["bytes_moved"])
     hop = m["bytes_per_hop"] or {}
     e2e = m["latency_seconds"]["end_to_end"]
@@ -144,10 +142,9 @@ def run_point(
         "bytes_per_hop": {k: hop.get(k) for k in ("count", "mean", "p50", "p99", "max")},
         "message_bytes_total": message_bytes,
         "message_bytes_per_trajectory": message_bytes / trajectories,
-        "object_store_put_bytes": put_bytes,
-        "object_store_fetch_bytes_estimate": fetch_est if puts else 0,
-        "end_to_end_bytes_per_trajectory_estimate": (message_bytes + put_bytes + (fetch_est if puts else 0))
-        / trajectories,
+        "payload_bytes_offloaded": offloaded_bytes,
+        "payload_bytes_fetched": fetched_bytes,
+        "end_to_end_bytes_per_trajectory": (message_bytes + fetched_bytes) / trajectories,
         "payload": payload,
         "e2e_seconds": {"p50": e2e.get("p50"), "p99": e2e.get("p99")},
         "internal_errors": m.get("internal_errors", []),
@@ -229,8 +226,8 @@ def run_offload(
             "message_bytes_per_trajectory": ratio(
                 on["message_bytes_per_trajectory"], off["message_bytes_per_trajectory"]
             ),
-            "end_to_end_bytes_per_trajectory_estimate": ratio(
-                on["end_to_end_bytes_per_trajectory_estimate"], off["end_to_end_bytes_per_trajectory_estimate"]
+            "end_to_end_bytes_per_trajectory": ratio(
+                on["end_to_end_bytes_per_trajectory"], off["end_to_end_bytes_per_trajectory"]
             ),
             "trajectories_per_second": ratio(on["trajectories_per_second"], off["trajectories_per_second"]),
         },
@@ -264,10 +261,12 @@ def _rows() -> list[tuple[str, Any]]:
         ("bytes per hop, p99", lambda p: _kb(p["bytes_per_hop"]["p99"])),
         ("message bytes, total", lambda p: f"{p['message_bytes_total'] / 1e6:,.1f} MB"),
         ("message bytes per trajectory", lambda p: _kb(p["message_bytes_per_trajectory"])),
-        ("object store puts", lambda p: f"{_get(p, 'puts'):,}"),
-        ("object store bytes put", lambda p: f"{p['object_store_put_bytes'] / 1e6:,.1f} MB"),
+        ("payloads offloaded", lambda p: f"{_get(p, 'puts'):,}"),
+        ("payload bytes offloaded (kept by owners)", lambda p: f"{p['payload_bytes_offloaded'] / 1e6:,.1f} MB"),
+        ("payload bytes fetched by readers", lambda p: f"{p['payload_bytes_fetched'] / 1e6:,.1f} MB"),
+        ("payload fetch calls", lambda p: f"{_get(p, 'fetch_calls'):,}"),
         ("payload cache hits / misses", lambda p: f"{_get(p, 'cache_hits'):,} / {_get(p, 'cache_misses'):,}"),
-        ("end-to-end bytes/trajectory (est.)", lambda p: _kb(p["end_to_end_bytes_per_trajectory_estimate"])),
+        ("end-to-end bytes/trajectory", lambda p: _kb(p["end_to_end_bytes_per_trajectory"])),
         ("trajectories/s", lambda p: f"{p['trajectories_per_second']:.1f}"),
         ("e2e p50 / p99 (s)", lambda p: f"{p['e2e_seconds']['p50']:.2f} / {p['e2e_seconds']['p99']:.2f}"),
     ]  # fmt: skip
@@ -284,7 +283,7 @@ def table(doc: dict[str, Any]) -> str:
     lines.append(
         f"on/off: bytes per hop x{r['bytes_per_hop_mean']:.3f}, "
         f"message bytes per trajectory x{r['message_bytes_per_trajectory']:.3f}, "
-        f"end to end (est.) x{r['end_to_end_bytes_per_trajectory_estimate']:.3f}, "
+        f"end to end x{r['end_to_end_bytes_per_trajectory']:.3f}, "
         f"throughput x{r['trajectories_per_second']:.2f}; outputs identical: {doc['outputs_identical']}"
     )
     return "\n".join(lines)

@@ -37,7 +37,7 @@ from matrix.admission import Admission, Key, Lease
 from matrix.agent import RoleSpec
 from matrix.message import ERROR, Hop, Message
 from matrix.metrics import Metrics, TimeSeries
-from matrix.payload import PayloadStore, wire_size
+from matrix.payload import PayloadLost, PayloadStore, owners_of, wire_size
 from matrix.peers import Peer, PeerSet
 from matrix.runtime.config import RunConfig
 from matrix.runtime.outbox import Outbox
@@ -81,6 +81,7 @@ class _Sender:
         self.sinks: dict[int, Any] = {}
         self.admissions: dict[int, Any] = {}
         self.agent_handles: list[tuple[str, Any]] = []
+        self.by_name: dict[str, Any] = {}
         self._loaded = asyncio.Event()
         self._loading = False
         self._boxes: dict[str, Outbox] = {}
@@ -104,7 +105,22 @@ class _Sender:
         self.sinks = data["sinks"]
         self.admissions = data["admissions"]
         self.agent_handles = [(n, h) for entries in data["roles"].values() for n, h in entries]
+        self.by_name = dict(self.agent_handles)
+        self.by_name.update({f"sink-{p}": h for p, h in self.sinks.items()})
+        self.by_name.update({f"admission-{p}": h for p, h in self.admissions.items()})
         self._loaded.set()
+
+    def payload_store(self, threshold: int | None) -> PayloadStore:
+        """A payload store owned by this actor that fetches from the run's other actors."""
+
+        async def fetch(owner: str, epoch: int, keys: list[int]) -> dict[int, Any]:
+            await self.load()
+            handle = self.by_name.get(owner)
+            if handle is None:
+                return {}
+            return dict(await handle.fetch_payloads.remote(epoch, keys))
+
+        return PayloadStore(threshold, self.name, fetch)
 
     async def deliver(self, role: str, msg: Message) -> bool:
         """Hand `msg` to a live peer of `role`; False if none took it before the deadline."""
@@ -191,8 +207,20 @@ class _Watchable:
         return "pong"
 
 
+class _PayloadOwner:
+    """Serves the payloads this actor offloaded to whoever reads them, and frees them when told."""
+
+    payload: PayloadStore
+
+    def fetch_payloads(self, epoch: int, keys: list[int]) -> dict[int, Any]:
+        return self.payload.serve(epoch, keys)
+
+    def free_payloads(self, tasks: list[Key]) -> int:
+        return self.payload.free(tasks)
+
+
 @ray.remote(num_cpus=0)
-class AgentActor(_Watchable):
+class AgentActor(_Watchable, _PayloadOwner):
     def __init__(self, spec: RoleSpec, name: str, directory: Any, cfg: RunConfig) -> None:
         cfg.import_modules()
         self.spec = spec
@@ -200,7 +228,7 @@ class AgentActor(_Watchable):
         self.agent = spec.build()
         self.workflow = get_workflow(cfg.workflow)
         self.sender = _Sender(directory, cfg.peer_policy, name)
-        self.payload = PayloadStore(cfg.offload_threshold, ray.put)
+        self.payload = self.sender.payload_store(cfg.offload_threshold)
         self.agent._payload = self.payload
         self.metrics = Metrics()
         self.holding: dict[Key, int] = defaultdict(int)
@@ -257,7 +285,7 @@ class AgentActor(_Watchable):
             self.metrics.observe("queue_wait_seconds", hop.started - sent, role)
             try:
                 msg = await self.agent.step(msg)
-            except (RayActorError, RayError) as exc:  # a payload's owner died: start the task over
+            except (RayActorError, RayError, PayloadLost) as exc:  # a payload's owner died: start over
                 await self._report_lost(msg, f"payload lost in role {role!r}: {type(exc).__name__}")
                 return
             except Exception as exc:
@@ -303,12 +331,7 @@ class AgentActor(_Watchable):
 
     def stats(self) -> dict[str, Any]:
         snap = self.metrics.snapshot()
-        snap["payload"] = {
-            "puts": self.payload.puts,
-            "bytes_offloaded": self.payload.bytes_offloaded,
-            "cache_hits": self.payload.cache.hits,
-            "cache_misses": self.payload.cache.misses,
-        }
+        snap["payload"] = self.payload.stats()
         snap["errors"] = list(self.errors)
         snap["batching"] = self.sender.batching()
         snap["pid"] = os.getpid()
@@ -319,13 +342,16 @@ class AgentActor(_Watchable):
 
 
 @ray.remote(num_cpus=0)
-class SinkActor(_Watchable):
+class SinkActor(_Watchable, _PayloadOwner):
     def __init__(self, cfg: RunConfig, partition: int, directory: Any) -> None:
         cfg.import_modules()
         self.partition = partition
         self.writer = SinkWriter(cfg.output_path(partition), flush_every=cfg.flush_every)
-        self.payload = PayloadStore(cfg.offload_threshold, ray.put)
         self.sender = _Sender(directory, cfg.peer_policy, f"sink-{partition}")
+        self.payload = self.sender.payload_store(cfg.offload_threshold)
+        self.pending_free: dict[str, list[Key]] = defaultdict(list)
+        self.payload_lost = 0
+        self._bg: set[asyncio.Future[None]] = set()
         self.pending_durable: list[Key] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -342,8 +368,16 @@ class SinkActor(_Watchable):
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop())
         await self.sender.load()
-        await asyncio.gather(*(self._resolve(m) for m in msgs))
-        accepted = [self.writer.accept(m) for m in msgs]
+        owners = [owners_of(m) for m in msgs]
+        resolved = await asyncio.gather(*(self._resolve(m) for m in msgs))
+        accepted = [ok and self.writer.accept(m) for m, ok in zip(msgs, resolved, strict=True)]
+        # Free a task's payloads only once it is done here (a free is per task, so freeing after a
+        # failed fetch would also drop the payloads of its replay), and only after the fetches: a
+        # free sent earlier could overtake a fetch still queued.
+        for m, names in zip(msgs, owners, strict=True):
+            if m.key in self.writer.done:
+                for owner in names:
+                    self.pending_free[owner].append(m.key)
         credited = [m.key for m, ok in zip(msgs, accepted, strict=True) if ok]
         if credited:
             self.pending_durable.extend(credited)
@@ -353,11 +387,37 @@ class SinkActor(_Watchable):
             self._report_durable()
         return accepted
 
-    async def _resolve(self, msg: Message) -> None:
+    async def _resolve(self, msg: Message) -> bool:
+        """Fetch the message's payloads; a task whose payload is gone is replayed, not written."""
         try:
             await self.payload.resolve(msg)
-        except RayError as exc:
-            msg.route["unresolved_payload"] = type(exc).__name__
+            return True
+        except (RayError, PayloadLost) as exc:
+            if msg.key in self.writer.done:
+                self.writer.stats.duplicates += 1
+                return False
+            self.payload_lost += 1
+            adm = self.sender.admissions[self.partition]
+            with contextlib.suppress(RayError):
+                await adm.replay.remote(msg.key, f"payload lost at the sink: {type(exc).__name__}")
+            return False
+
+    def _free_payloads(self) -> None:
+        """Tell each owner to drop the payloads of the tasks this sink has finished."""
+        pending, self.pending_free = self.pending_free, defaultdict(list)
+        for owner, keys in pending.items():
+            handle = self.sender.by_name.get(owner)
+            if handle is not None:
+                self._background(handle.free_payloads.remote(keys))
+
+    def _background(self, ref: Any) -> None:
+        async def wait() -> None:
+            with contextlib.suppress(RayError):
+                await ref
+
+        task = asyncio.ensure_future(wait())
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
 
     def _report_durable(self) -> None:
         if self.pending_durable:
@@ -369,28 +429,31 @@ class SinkActor(_Watchable):
             await asyncio.sleep(0.2)
             self.writer.flush()
             self._report_durable()
+            self._free_payloads()
 
     def counts(self) -> dict[str, int]:
         st = self.writer.stats
         return {"finished": st.finished, "failed": st.failed, "completion_tokens": st.completion_tokens}
 
-    def close(self) -> SinkStats:
+    async def close(self) -> SinkStats:
         if self._flusher is not None:
             self._flusher.cancel()
         self.writer.close()
         self._report_durable()
+        self._free_payloads()
+        await asyncio.gather(*self._bg, return_exceptions=True)
         return self.writer.stats
 
 
 @ray.remote(num_cpus=0)
-class AdmissionActor(_Watchable):
+class AdmissionActor(_Watchable, _PayloadOwner):
     def __init__(self, cfg: RunConfig, partition: int, directory: Any) -> None:
         cfg.import_modules()
         self.cfg = cfg
         self.partition = partition
         self.workflow = get_workflow(cfg.workflow)
         self.sender = _Sender(directory, cfg.peer_policy, f"admission-{partition}")
-        self.payload = PayloadStore(cfg.offload_threshold, ray.put)
+        self.payload = self.sender.payload_store(cfg.offload_threshold)
         self.admission: Admission | None = None
         self.credited: dict[Key, Lease] = {}  # finished, row not yet durable
         self.durable_early: set[Key] = set()  # durable reported before its credit arrived

@@ -46,6 +46,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _sum_counts(parts: Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in parts:
+        for k, v in part.items():
+            total[k] = total.get(k, 0) + int(v)
+    return total
+
+
 def build_metrics(
     *,
     labels: dict[str, Any],
@@ -84,6 +92,7 @@ def build_metrics(
         "tasks_bad_input": bad_rows,
         "tasks_lost": in_flight_left,
         "tasks_replayed": sum(a["replayed"] for a in admissions),
+        "replay_reasons": _sum_counts(a.get("replay_reasons", {}) for a in admissions),
         "tasks_resumed": sum(s.resumed for s in sinks),
         "duplicate_rows": 0,
         "duplicates_dropped": sum(s.duplicates for s in sinks),
