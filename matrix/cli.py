@@ -188,9 +188,11 @@ def cmd_bench_overhead(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from matrix.demo import run_demo
+    from matrix.demo import run_coral_demo, run_demo
 
-    return run_demo(backend=args.backend, requests=args.requests, concurrency=args.concurrency)
+    if args.batch:
+        return run_demo(backend=args.backend, requests=args.requests, concurrency=args.concurrency)
+    return run_coral_demo(backend=args.backend, conversations=args.conversations, concurrency=args.concurrency)
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
@@ -259,9 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", type=Path, help="JSON path (default results/bench/offload.json)")
     f.set_defaults(func=lambda a: __import__("matrix.bench.offload", fromlist=["main"]).main(a))
 
-    d = sub.add_parser("demo", help="real chat completions through the runtime's client, with tokens/s")
+    d = sub.add_parser("demo", help="Coral: the P2P runtime vs Coral's central controller on a real small model")
     d.add_argument("--backend", default="vllm-cpu", help="vllm-cpu (default, a real model) or sim")
-    d.add_argument("--requests", type=int, default=48)
+    d.add_argument("--conversations", type=int, default=16, help="Coral conversations per system")
+    d.add_argument("--batch", action="store_true", help="instead: a plain batch of chat completions")
+    d.add_argument("--requests", type=int, default=48, help="with --batch: how many requests")
     d.add_argument("--concurrency", type=int, default=16)
     d.set_defaults(func=cmd_demo)
 

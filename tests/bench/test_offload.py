@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,18 +79,6 @@ def test_dialogue_turns_helper_counts_only_dialogue() -> None:
     msg = new_message("t", WORKFLOW, {})
     msg.turns = [Turn("teacher", "a"), Turn("extractor", "B"), Turn("matcher", "x"), Turn("student", "b")]
     assert dialogue_turns(msg) == 2
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    import ray
-
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=2, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.slow

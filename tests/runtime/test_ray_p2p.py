@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,7 @@ from matrix.bench.dummy import Echo
 from matrix.runtime.config import RunConfig
 from matrix.runtime.ray_p2p import RayRun, run_ray
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray() -> Iterator[None]:
-    import ray
-
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=2, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 def output_rows(cfg: RunConfig) -> list[dict]:

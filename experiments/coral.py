@@ -1,0 +1,376 @@
+"""Coral matched pairs: the P2P runtime and Coral's central controller on the same servers and questions.
+
+One call starts (or is given) the model servers, runs both systems on the same question list with
+the same protocol, sampling and token accounting, writes one run directory per system
+(`<root>/coral/<system>/<run-id>/` with output.jsonl, metrics.json, timeseries.json, config.json)
+and returns both metrics. `table1` turns run directories into the paper's Table 1 layout.
+
+    python -m experiments.coral pair --backend vllm-cpu --limit 16      # real small model, CPU
+    python -m experiments.coral pair --backend sim --replicas 2 ...     # SIMULATED A100 replicas
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matrix.cases import coral
+from matrix.runtime.config import RunConfig
+from matrix.runtime.report import write_json
+
+P2P = "matrix"
+CONTROLLER = "coral-controller"
+SYSTEMS = (P2P, CONTROLLER)
+SIM_BEHAVIOUR = "matrix.cases.coral_sim:CoralBehaviour"
+# Settings for the tiny CPU model: its context is 2,048 tokens, so turns are shorter and fewer
+# than the paper's (1,024 tokens, 20 turns). Everything else is the paper's protocol.
+SMALL_MODEL_SETTINGS = coral.CoralSettings(
+    max_turns=4,
+    dialogue=coral.Sampling(temperature=0.2, top_p=0.9, max_tokens=160),
+    extractor=coral.EXTRACTOR_SAMPLING,
+)
+
+
+@dataclass
+class Servers:
+    urls: list[str]
+    model: str
+    backend: str
+    simulated: bool
+    time_scale: float = 1.0
+    hardware: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def labels(self) -> dict[str, Any]:
+        return {
+            "case": "coral",
+            "backend": self.backend,
+            "simulated": self.simulated,
+            "time_scale": self.time_scale,
+            "hardware": self.hardware,
+            "replicas": len(self.urls),
+            **({"sim": self.info} if self.info else {}),
+        }
+
+
+@contextmanager
+def start_servers(
+    backend: str,
+    *,
+    replicas: int = 1,
+    profile: str = "a100-llama31-8b",
+    time_scale: float = 1.0,
+    dataset: str | None = None,
+    length_scale: float = 1.0,
+) -> Iterator[Servers]:
+    """Model servers for a pair: `vllm-cpu` (one real engine on this CPU) or `sim` replicas (Ray actors)."""
+    if backend == "vllm-cpu":
+        from matrix.llm.backends import get_backend
+
+        with get_backend("vllm-cpu").start(host="127.0.0.1", port=0) as server:
+            yield Servers([server.base_url], server.model, "vllm-cpu", False, hardware="this machine's CPU")
+        return
+    if backend == "sim":
+        from matrix.llm.sim.replicas import start_sim_replicas
+        from matrix.runtime.ray_p2p import ensure_ray
+
+        ensure_ray()
+        config: dict[str, Any] = {"length_scale": length_scale}
+        if dataset:
+            config["dataset"] = dataset
+        sims = start_sim_replicas(
+            replicas, profile, time_scale, SIM_BEHAVIOUR, behaviour_config=config, model="Llama-3.1-8B-Instruct"
+        )
+        try:
+            yield Servers(
+                list(sims),
+                "Llama-3.1-8B-Instruct",
+                "sim",
+                True,
+                time_scale=time_scale,
+                hardware=f"SIMULATED {replicas} x {profile}",
+                info={"profile": profile, "behaviour": SIM_BEHAVIOUR, "behaviour_config": config},
+            )
+        finally:
+            sims.stop()
+        return
+    raise ValueError(f"coral pair: backend must be 'vllm-cpu' or 'sim', got {backend!r}")
+
+
+def run_dir_for(root: Path, system: str, run_id: str) -> Path:
+    return root / "coral" / system / run_id
+
+
+def read_output(run_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(run_dir / "output.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
+
+
+def _finish(run_dir: Path, metrics: dict[str, Any], labels: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Quality from the output rows (the same function for both systems) and the labels, saved."""
+    metrics.update(labels)
+    metrics["quality"] = coral.quality(read_output(run_dir))
+    efficiency = backend_efficiency(metrics)
+    if efficiency:
+        metrics["backend_efficiency"] = efficiency
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "config.json", config)
+    return metrics
+
+
+def run_p2p(
+    rows: list[dict[str, Any]],
+    servers: Servers,
+    run_dir: Path,
+    *,
+    concurrency: int,
+    settings: coral.CoralSettings,
+    instances: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    from matrix.runtime.ray_p2p import ensure_ray, run_ray
+
+    ensure_ray()
+    labels = {**servers.labels(), "system": P2P, "concurrency": concurrency}
+    deployment = coral.CoralDeployment(urls=servers.urls, model=servers.model, settings=settings, instances=instances)
+    cfg = RunConfig(
+        workflow=coral.WORKFLOW,
+        roles=deployment.roles(),
+        source=rows,
+        run_dir=run_dir,
+        max_concurrent_tasks=concurrency,
+        progress=progress,
+        workflow_modules=["matrix.cases.coral"],
+        labels=labels,
+    )
+    metrics = run_ray(cfg)
+    config = {"system": P2P, "concurrency": concurrency, "instances": instances, "settings": settings.to_dict()}
+    return _finish(run_dir, metrics, labels, {**config, **servers.labels(), "urls": servers.urls})
+
+
+def run_controller(
+    rows: list[dict[str, Any]],
+    servers: Servers,
+    run_dir: Path,
+    *,
+    window: int,
+    settings: coral.CoralSettings,
+    progress: bool = True,
+) -> dict[str, Any]:
+    from baselines.coral_controller import ControllerConfig
+    from baselines.coral_controller import run_controller as run_baseline
+
+    labels = {**servers.labels(), "system": CONTROLLER, "concurrency": window}
+    cfg = ControllerConfig(
+        urls=servers.urls,
+        model=servers.model,
+        settings=settings,
+        window=window,
+        run_dir=run_dir,
+        labels=labels,
+        progress=progress,
+    )
+    metrics = run_baseline(rows, cfg)
+    config = {"system": CONTROLLER, "window": window, "settings": settings.to_dict()}
+    return _finish(run_dir, metrics, labels, {**config, **servers.labels(), "urls": servers.urls})
+
+
+def warm_up(servers: Servers, rows: list[dict[str, Any]], settings: coral.CoralSettings, *, concurrency: int) -> None:
+    """A few untimed dialogue requests per server (first requests of an engine are slower)."""
+    import asyncio
+
+    from matrix.llm.client import LLMClient
+    from matrix.llm.errors import LLMError
+
+    good = []
+    for r in rows:
+        try:
+            good.append(coral.question_of(r))
+        except ValueError:
+            continue
+        if len(good) >= concurrency:
+            break
+
+    async def go() -> None:
+        async with LLMClient(servers.urls, model=servers.model, max_concurrency=concurrency) as llm:
+
+            async def one(q: coral.Question) -> None:
+                with contextlib.suppress(LLMError):
+                    await llm.chat(coral.dialogue_messages(q, []), role="warm-up", **settings.dialogue.body())
+
+            await asyncio.gather(*(one(q) for _ in servers.urls for q in good))
+
+    if good:
+        asyncio.run(go())
+
+
+def run_pair(
+    rows: list[dict[str, Any]],
+    servers: Servers,
+    root: Path,
+    *,
+    p2p_concurrency: int,
+    controller_window: int,
+    settings: coral.CoralSettings,
+    run_id: str | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Both systems, one after the other, on the same servers and rows (after a warm-up, so that
+    neither pays for a cold engine)."""
+    run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
+    warm_up(servers, rows, settings, concurrency=min(p2p_concurrency, controller_window))
+    out = {}
+    out[P2P] = run_p2p(
+        rows, servers, run_dir_for(root, P2P, run_id), concurrency=p2p_concurrency, settings=settings,
+        progress=progress,
+    )  # fmt: skip
+    out[CONTROLLER] = run_controller(
+        rows, servers, run_dir_for(root, CONTROLLER, run_id), window=controller_window, settings=settings,
+        progress=progress,
+    )  # fmt: skip
+    return out
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+PAPER_T1 = {  # ../shared/paper/matrix_paper_tables.csv, Table 1 (paper v2): baseline, matrix
+    "runtime": ("9:03:22", "4:17:05"),
+    "concurrent_tasks": ("5000", "12400"),
+    "trajectories": ("300000", "1000000"),
+    "agreement_correctness": ("0.4732", "0.4778"),
+    "tokens_generated": ("616759036", "2002025810"),
+    "tokens_per_second": ("18917", "129833"),
+}
+
+
+def _hms(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def table1(pair: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Paper Table 1's rows for a matched pair: ours beside the paper's, simulated figures marked."""
+    base, ours = pair[CONTROLLER], pair[P2P]
+    sim = bool(ours.get("simulated"))
+    mark = " (SIMULATED)" if sim else ""
+    unit = "simulated s" if sim else "s"
+
+    def ac(m: dict[str, Any]) -> str:
+        q = m["quality"]["agreement_correctness"]
+        return f"{q['value']:.3f} [{q['ci95'][0]:.3f}, {q['ci95'][1]:.3f}]"
+
+    speed = ours["tokens_per_second"] / base["tokens_per_second"] if base["tokens_per_second"] else float("nan")
+    header = ["metric", "coral controller (ours)", "matrix P2P (ours)", "coral controller (paper)", "matrix (paper)"]
+    b, o = base, ours
+    rows = [
+        [f"runtime ({unit}){mark}", _hms(b["measured_seconds"]), _hms(o["measured_seconds"]), *PAPER_T1["runtime"]],
+        ["concurrent tasks", str(base.get("concurrency")), str(ours.get("concurrency")), *PAPER_T1["concurrent_tasks"]],
+        ["trajectories", str(base["trajectories"]), str(ours["trajectories"]), *PAPER_T1["trajectories"]],
+        ["agreement correctness [95% CI]", ac(base), ac(ours), *PAPER_T1["agreement_correctness"]],
+        ["tokens generated", str(b["tokens_generated"]), str(o["tokens_generated"]), *PAPER_T1["tokens_generated"]],
+        [f"tokens per {unit}{mark}", f"{base['tokens_per_second']:.1f}", f"{ours['tokens_per_second']:.1f}",
+         *PAPER_T1["tokens_per_second"]],
+        [f"speedup (tokens/s){mark}", "1.0x", f"{speed:.2f}x", "1.0x", "6.8x"],
+    ]  # fmt: skip
+    return header, rows
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_table(pair: dict[str, dict[str, Any]], out: Path, *, title: str) -> str:
+    header, rows = table1(pair)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = f"# {title}\n\n{markdown(header, rows)}\n"
+    out.with_suffix(".md").write_text(text)
+    with open(out.with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return text
+
+
+def print_pair(pair: dict[str, dict[str, Any]]) -> str:
+    header, rows = table1(pair)
+    width = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    lines = ["  ".join(c.ljust(width[i]) for i, c in enumerate(r[:3])) for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def backend_efficiency(metrics: dict[str, Any], bench: Path = Path("results/bench/serving_sim.json")) -> dict[str, Any]:
+    """A simulated run's tokens/s as a fraction of its replicas' saturation throughput, the best
+    output tokens/s of the serving benchmark for the same profile (`matrix bench serving`)."""
+    profile = (metrics.get("sim") or {}).get("profile")
+    if not metrics.get("simulated") or not profile or not bench.exists():
+        return {}
+    runs = json.loads(bench.read_text()).get("runs", {})
+    points = (runs.get(profile) or {}).get("points") or []
+    if not points:
+        return {}
+    best = max(p["output_tokens_per_s"] for p in points)
+    saturation = best * int(metrics.get("replicas", 1))
+    return {
+        "profile": profile,
+        "replica_saturation_tokens_per_s": best,
+        "replicas": metrics.get("replicas", 1),
+        "fraction_of_saturation": metrics["tokens_per_second"] / saturation if saturation else 0.0,
+        "source": str(bench),
+    }
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.coral", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pair = sub.add_parser("pair", help="run both systems on the same servers and questions")
+    pair.add_argument("--backend", choices=("vllm-cpu", "sim"), default="vllm-cpu")
+    pair.add_argument("--input", default=None, help="MMLU-Pro .jsonl[.gz], hf://TIGER-Lab/MMLU-Pro, or 'generated'")
+    pair.add_argument("--limit", type=int, default=16)
+    pair.add_argument("--concurrency", type=int, default=16, help="P2P max_concurrent_tasks")
+    pair.add_argument("--window", type=int, default=16, help="controller's concurrent conversations")
+    pair.add_argument("--replicas", type=int, default=1, help="sim replicas")
+    pair.add_argument("--profile", default="a100-llama31-8b")
+    pair.add_argument("--time-scale", type=float, default=1.0)
+    pair.add_argument("--max-turns", type=int, default=None)
+    pair.add_argument("--root", type=Path, default=Path("results/runs"))
+    pair.add_argument("--table", type=Path, default=None, help="write the table here (.md and .csv)")
+    args = p.parse_args(argv)
+    rows = coral.load_questions(args.input, limit=args.limit)
+    settings = SMALL_MODEL_SETTINGS if args.backend == "vllm-cpu" else coral.CoralSettings()
+    if args.max_turns:
+        settings = coral.CoralSettings(args.max_turns, settings.dialogue, settings.extractor)
+    dataset = args.input if args.backend == "sim" and args.input not in (None, "generated") else None
+    with start_servers(
+        args.backend, replicas=args.replicas, profile=args.profile, time_scale=args.time_scale, dataset=dataset
+    ) as servers:
+        result = run_pair(
+            rows, servers, args.root, p2p_concurrency=args.concurrency, controller_window=args.window,
+            settings=settings,
+        )  # fmt: skip
+    print(print_pair(result))
+    if args.table:
+        write_table(result, args.table, title="Coral, paper Table 1 layout")
+        print(f"wrote {args.table.with_suffix('.md')} and .csv", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

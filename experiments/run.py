@@ -1,0 +1,83 @@
+"""The one entry point: `python -m experiments.run case=coral backend=sim system=pair ...` (Hydra).
+
+Configs live in `experiments/conf/` (case x backend x cluster). `system=pair` runs the P2P runtime
+and the case's baseline on the same servers and inputs; a list for `case.window` sweeps the
+baseline and the table uses its best point, as the paper does (Fig 4).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from experiments import coral as coral_pair
+from matrix.cases import coral
+
+
+def _windows(value: Any) -> list[int]:
+    if isinstance(value, ListConfig | list | tuple):
+        return [int(v) for v in value]
+    return [int(value)]
+
+
+def run_coral(cfg: DictConfig) -> dict[str, Any]:
+    case, be = cfg.case, cfg.backend
+    if cfg.system not in ("pair", *coral_pair.SYSTEMS):
+        raise ValueError(f"system must be pair, {' or '.join(coral_pair.SYSTEMS)}; got {cfg.system!r}")
+    rows = coral.load_questions(None if case.input in (None, "generated") else case.input, limit=case.limit)
+    settings = coral_pair.SMALL_MODEL_SETTINGS if be.name == "vllm-cpu" else coral.CoralSettings()
+    if case.max_turns:
+        settings = coral.CoralSettings(int(case.max_turns), settings.dialogue, settings.extractor)
+    run_id = cfg.run_id or time.strftime("%Y%m%d-%H%M%S")
+    root = Path(cfg.run_root)
+    with coral_pair.start_servers(
+        be.name,
+        replicas=int(be.get("replicas", 1)),
+        profile=str(be.get("profile", "a100-llama31-8b")),
+        time_scale=float(be.get("time_scale", 1.0)),
+        dataset=be.get("dataset"),
+        length_scale=float(be.get("length_scale", 1.0)),
+    ) as servers:
+        result: dict[str, Any] = {}
+        if cfg.system in ("pair", coral_pair.P2P):
+            result[coral_pair.P2P] = coral_pair.run_p2p(
+                rows, servers, coral_pair.run_dir_for(root, coral_pair.P2P, run_id),
+                concurrency=int(case.concurrency), settings=settings, progress=cfg.progress,
+            )  # fmt: skip
+        if cfg.system in ("pair", coral_pair.CONTROLLER):
+            sweep = []
+            for w in _windows(case.window):
+                sub = run_id if len(_windows(case.window)) == 1 else f"{run_id}-w{w}"
+                out = coral_pair.run_dir_for(root, coral_pair.CONTROLLER, sub)
+                m = coral_pair.run_controller(rows, servers, out, window=w, settings=settings, progress=cfg.progress)
+                sweep.append(m)
+            for m in sweep:
+                print(f"controller window {m['concurrency']}: {m['tokens_per_second']:.1f} tokens/s", file=sys.stderr)
+            result[coral_pair.CONTROLLER] = max(sweep, key=lambda m: m["tokens_per_second"])
+    for m in result.values():
+        eff = m.get("backend_efficiency")
+        if eff:
+            print(f"{m['system']}: {eff['fraction_of_saturation']:.2f} of the replicas' saturation (SIMULATED)")
+    if len(result) == 2:
+        print(coral_pair.print_pair(result))
+        if cfg.table:
+            coral_pair.write_table(result, Path(cfg.table), title=f"Coral, paper Table 1 layout ({servers.hardware})")
+            print(f"wrote {cfg.table}.md and .csv", file=sys.stderr)
+    return result
+
+
+@hydra.main(config_path="conf", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    if cfg.case.name != "coral":
+        raise ValueError(f"case {cfg.case.name!r} is not built yet; available: coral")
+    print(OmegaConf.to_yaml(cfg), file=sys.stderr)
+    run_coral(cfg)
+
+
+if __name__ == "__main__":
+    main()
