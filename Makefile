@@ -81,7 +81,8 @@ reproduce-coral-small: setup
 # (b) SIMULATED twin of Table 1 on this machine: 2 A100 replicas (sim profile a100-llama31-8b, time
 # scale 1), P2P at 50 conversations per replica as in the paper, the controller swept over its
 # window and taken at its best; length_scale=20 gives Table 1's ~2,000 tokens per trajectory.
+# About 15 minutes (the sim runs in real time: a turn of 800 tokens takes ~10 simulated seconds).
 reproduce-coral-twin: setup
 	$(PY) -m experiments.run backend=sim backend.replicas=2 backend.dataset=$(CORAL_DATASET) \
-	  backend.length_scale=20 case.input=$(CORAL_INPUT) case.limit=200 case.concurrency=100 \
-	  'case.window=[20,50,100,200]' progress=false run_id=twin table=results/tables/table1_coral
+	  backend.length_scale=20 case.input=$(CORAL_INPUT) case.limit=300 case.concurrency=100 \
+	  'case.window=[50,100,200]' progress=false run_id=twin table=results/tables/table1_coral

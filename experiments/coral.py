@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import csv
 import json
+import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -123,7 +124,7 @@ def _finish(run_dir: Path, metrics: dict[str, Any], labels: dict[str, Any], conf
     """Quality from the output rows (the same function for both systems) and the labels, saved."""
     metrics.update(labels)
     metrics["quality"] = coral.quality(read_output(run_dir))
-    efficiency = backend_efficiency(metrics)
+    efficiency = backend_efficiency(metrics, run_dir)
     if efficiency:
         metrics["backend_efficiency"] = efficiency
     write_json(run_dir / "metrics.json", metrics)
@@ -313,9 +314,36 @@ def print_pair(pair: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def backend_efficiency(metrics: dict[str, Any], bench: Path = Path("results/bench/serving_sim.json")) -> dict[str, Any]:
+def steady_tokens_per_second(run_dir: Path, bound: int) -> float | None:
+    """Completion tokens/s while the run held its concurrency bound (the longest such stretch of the
+    per-second series), i.e. without the ramp-up and the tail where the last conversations finish."""
+    path = run_dir / "timeseries.json"
+    if not path.exists():
+        return None
+    rows = json.loads(path.read_text())
+    best: tuple[float, float, float] | None = None  # (duration, t0, t1) of the longest stretch
+    start = None
+    for i, r in enumerate([*rows, {"t": math.inf, "tasks_in_flight": -1}]):
+        full = r.get("tasks_in_flight", 0) >= bound
+        if full and start is None:
+            start = i
+        elif not full and start is not None:
+            t0, t1 = rows[start]["t"], rows[i - 1]["t"]
+            if t1 > t0 and (best is None or t1 - t0 > best[0]):
+                best = (t1 - t0, start, i - 1)
+            start = None
+    if best is None or best[0] < 10:
+        return None
+    a, b = rows[int(best[1])], rows[int(best[2])]
+    return (b["completion_tokens"] - a["completion_tokens"]) / (b["t"] - a["t"])
+
+
+def backend_efficiency(
+    metrics: dict[str, Any], run_dir: Path | None = None, bench: Path = Path("results/bench/serving_sim.json")
+) -> dict[str, Any]:
     """A simulated run's tokens/s as a fraction of its replicas' saturation throughput, the best
-    output tokens/s of the serving benchmark for the same profile (`matrix bench serving`)."""
+    output tokens/s of the serving benchmark for the same profile (`matrix bench serving`): over the
+    whole run, and in steady state (while the concurrency bound was held)."""
     profile = (metrics.get("sim") or {}).get("profile")
     if not metrics.get("simulated") or not profile or not bench.exists():
         return {}
@@ -325,13 +353,19 @@ def backend_efficiency(metrics: dict[str, Any], bench: Path = Path("results/benc
         return {}
     best = max(p["output_tokens_per_s"] for p in points)
     saturation = best * int(metrics.get("replicas", 1))
-    return {
+    out = {
         "profile": profile,
         "replica_saturation_tokens_per_s": best,
         "replicas": metrics.get("replicas", 1),
         "fraction_of_saturation": metrics["tokens_per_second"] / saturation if saturation else 0.0,
         "source": str(bench),
     }
+    steady = steady_tokens_per_second(run_dir, int(metrics.get("concurrency") or 0)) if run_dir else None
+    if steady is not None:
+        time_scale = float(metrics.get("time_scale") or 1.0)
+        out["steady_tokens_per_second"] = steady / time_scale
+        out["steady_fraction_of_saturation"] = steady / time_scale / saturation if saturation else 0.0
+    return out
 
 
 # ------------------------------------------------------------------------------------------- main
