@@ -307,6 +307,29 @@ def write_table(pair: dict[str, dict[str, Any]], out: Path, *, title: str) -> st
     return text
 
 
+def best_of(run_dirs: Sequence[Path]) -> dict[str, Any]:
+    """The run with the most tokens/s among `run_dirs` (a sweep's best point), from metrics.json alone."""
+    runs = []
+    for d in run_dirs:
+        path = Path(d) / "metrics.json"
+        try:
+            runs.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"run directory {d}: cannot read metrics.json ({exc})") from None
+    if not runs:
+        raise ValueError("no run directories given")
+    return max(runs, key=lambda m: m["tokens_per_second"])
+
+
+def sweep_lines(run_dirs: Sequence[Path]) -> list[str]:
+    lines = []
+    for d in run_dirs:
+        m = json.loads((Path(d) / "metrics.json").read_text())
+        tps = m["tokens_per_second"]
+        lines.append(f"- {m['system']} at concurrency {m.get('concurrency')}: {tps:.1f} tokens/s ({d})")
+    return lines
+
+
 def print_pair(pair: dict[str, dict[str, Any]]) -> str:
     header, rows = table1(pair)
     width = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
@@ -386,7 +409,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     pair.add_argument("--max-turns", type=int, default=None)
     pair.add_argument("--root", type=Path, default=Path("results/runs"))
     pair.add_argument("--table", type=Path, default=None, help="write the table here (.md and .csv)")
+    tab = sub.add_parser("table", help="Table 1 from run directories alone (each system at its best point)")
+    tab.add_argument("--p2p", type=Path, nargs="+", required=True, help="P2P run directories (a sweep)")
+    tab.add_argument("--controller", type=Path, nargs="+", required=True, help="controller run directories")
+    tab.add_argument("--out", type=Path, required=True, help="table path without suffix (.md and .csv)")
+    tab.add_argument("--title", default="Coral, paper Table 1 layout")
     args = p.parse_args(argv)
+    if args.cmd == "table":
+        result = {P2P: best_of(args.p2p), CONTROLLER: best_of(args.controller)}
+        text = write_table(result, args.out, title=args.title)
+        sweep = "\n".join(sweep_lines([*args.p2p, *args.controller]))
+        note = "\nSweep (the table takes each system's best):\n\n"
+        args.out.with_suffix(".md").write_text(text + note + sweep + "\n")
+        print(args.out.with_suffix(".md").read_text())
+        return 0
     rows = coral.load_questions(args.input, limit=args.limit)
     settings = SMALL_MODEL_SETTINGS if args.backend == "vllm-cpu" else coral.CoralSettings()
     if args.max_turns:

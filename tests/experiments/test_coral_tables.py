@@ -45,3 +45,19 @@ def test_backend_efficiency_against_the_serving_benchmark(tmp_path: Path) -> Non
     eff = pair.backend_efficiency(metrics(pair.P2P, 1800.0), bench=bench)
     assert eff["replica_saturation_tokens_per_s"] == 1000.0 and eff["fraction_of_saturation"] == pytest.approx(0.9)
     assert pair.backend_efficiency(metrics(pair.P2P, 1800.0, simulated=False), bench=bench) == {}
+
+
+def test_table_from_run_directories_takes_each_systems_best(tmp_path: Path) -> None:
+    dirs = {}
+    for name, system, tps in (("p1", pair.P2P, 200.0), ("p2", pair.P2P, 250.0), ("c1", pair.CONTROLLER, 240.0)):
+        d = dirs[name] = tmp_path / name
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps({**metrics(system, tps), "concurrency": int(tps)}))
+    out = tmp_path / "t1"
+    assert pair.main(["table", "--p2p", str(dirs["p1"]), str(dirs["p2"]), "--controller", str(dirs["c1"]),
+                      "--out", str(out)]) == 0  # fmt: skip
+    text = out.with_suffix(".md").read_text()
+    assert "| 1.0x | 1.04x |" in text and "matrix at concurrency 200: 200.0 tokens/s" in text
+    (dirs["c1"] / "metrics.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"c1: cannot read metrics\.json"):
+        pair.main(["table", "--p2p", str(dirs["p1"]), "--controller", str(dirs["c1"]), "--out", str(out)])
