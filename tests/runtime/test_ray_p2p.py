@@ -165,7 +165,7 @@ def test_killing_a_payload_owner_replays_its_tasks_and_loses_none(tmp_path: Path
         workflow="echo",
         # a's turns (2 kB) are offloaded and owned by a; b is slow, so b holds many of a's payloads.
         roles=[RoleSpec("a", Echo), RoleSpec("b", Echo)],
-        source=[{"id": i, "x": i, "pad": 2000, "sleep": {"a": 0.01, "b": 1.0}} for i in range(n)],
+        source=[{"id": i, "x": i, "pad": 2000, "sleep": {"a": 0.01, "b": 2.0}} for i in range(n)],
         run_dir=tmp_path / "run",
         max_concurrent_tasks=40,
         progress=False,
@@ -174,9 +174,11 @@ def test_killing_a_payload_owner_replays_its_tasks_and_loses_none(tmp_path: Path
     b_held: list[object] = []
 
     def kill() -> None:
+        # Tasks move in waves; kill a while b is holding a wave in its 2-second step, so that those
+        # tasks' payloads (owned by a) are still unread when a dies.
         deadline = time.monotonic() + 60
-        while not b_held and time.monotonic() < deadline:  # tasks move in waves: wait for one in b
-            b_held.extend(ray.get(run.agents["b"][0][1].held.remote()))
+        while len(b_held) < 10 and time.monotonic() < deadline:
+            b_held[:] = ray.get(run.agents["b"][0][1].held.remote())
         ray.kill(run.agents["a"][0][1], no_restart=False)
 
     m = run_with_kill(run, n // 4, kill)
@@ -184,7 +186,7 @@ def test_killing_a_payload_owner_replays_its_tasks_and_loses_none(tmp_path: Path
     keys = Counter((r["task_id"], r["trial"]) for r in rows)
     assert len(keys) == n and max(keys.values()) == 1
     assert all(r["status"] == "done" and len(r["turns"][0]["content"]) > 2000 for r in rows)
-    assert b_held, "b held no task at the kill; the test proves nothing"
+    assert len(b_held) >= 10, "b held too few tasks at the kill; the test proves nothing"
     # The tasks b held carried a turn that lived only in the dead actor: they had to start over.
     assert any("payload lost" in k for k in m["replay_reasons"]), m["replay_reasons"]
     assert m["tasks_lost"] == 0
