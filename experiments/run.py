@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,28 +45,27 @@ def run_coral(cfg: DictConfig) -> dict[str, Any]:
         dataset=be.get("dataset"),
         length_scale=float(be.get("length_scale", 1.0)),
     ) as servers:
+
+        def sweep(system: str, points: list[int], tag: str, run: Callable[[int, Path], dict[str, Any]]) -> None:
+            """Run `system` at each point (its own run directory when there are several); keep the best."""
+            runs = []
+            for point in points:
+                sub = run_id if len(points) == 1 else f"{run_id}-{tag}{point}"
+                runs.append(run(point, coral_pair.run_dir_for(root, system, sub)))
+            for m in runs:
+                print(
+                    f"{system} at concurrency {m['concurrency']}: {m['tokens_per_second']:.1f} tokens/s",
+                    file=sys.stderr,
+                )
+            result[system] = max(runs, key=lambda m: m["tokens_per_second"])
+
         result: dict[str, Any] = {}
         if cfg.system in ("pair", coral_pair.P2P):
-            points = _windows(case.concurrency)
-            runs = []
-            for c in points:
-                sub = run_id if len(points) == 1 else f"{run_id}-c{c}"
-                out = coral_pair.run_dir_for(root, coral_pair.P2P, sub)
-                m = coral_pair.run_p2p(rows, servers, out, concurrency=c, settings=settings, progress=cfg.progress)
-                runs.append(m)
-            for m in runs:
-                print(f"P2P concurrency {m['concurrency']}: {m['tokens_per_second']:.1f} tokens/s", file=sys.stderr)
-            result[coral_pair.P2P] = max(runs, key=lambda m: m["tokens_per_second"])
+            sweep(coral_pair.P2P, _windows(case.concurrency), "c", lambda c, out: coral_pair.run_p2p(
+                rows, servers, out, concurrency=c, settings=settings, progress=cfg.progress))  # fmt: skip
         if cfg.system in ("pair", coral_pair.CONTROLLER):
-            sweep = []
-            for w in _windows(case.window):
-                sub = run_id if len(_windows(case.window)) == 1 else f"{run_id}-w{w}"
-                out = coral_pair.run_dir_for(root, coral_pair.CONTROLLER, sub)
-                m = coral_pair.run_controller(rows, servers, out, window=w, settings=settings, progress=cfg.progress)
-                sweep.append(m)
-            for m in sweep:
-                print(f"controller window {m['concurrency']}: {m['tokens_per_second']:.1f} tokens/s", file=sys.stderr)
-            result[coral_pair.CONTROLLER] = max(sweep, key=lambda m: m["tokens_per_second"])
+            sweep(coral_pair.CONTROLLER, _windows(case.window), "w", lambda w, out: coral_pair.run_controller(
+                rows, servers, out, window=w, settings=settings, progress=cfg.progress))  # fmt: skip
     for m in result.values():
         eff = m.get("backend_efficiency")
         if eff:

@@ -436,8 +436,7 @@ class CoralDialogue(_CoralLLM):
 
     async def step(self, message: Message) -> Message:
         q = question_of(await self.resolve(message.row))
-        said = [(t.role, str(c)) for t, (_, c) in zip(message.turns, await self.history(message), strict=True)]
-        said = [(r, c) for r, c in said if r in DIALOGUE_ROLES]
+        said = [(r, str(c)) for r, c in await self.history(message) if r in DIALOGUE_ROLES]
         turn_no = len(said) + 1
         reply = await self.llm.chat(
             dialogue_messages(q, said),
