@@ -69,7 +69,12 @@ def run_coral(cfg: DictConfig) -> dict[str, Any]:
     for m in result.values():
         eff = m.get("backend_efficiency")
         if eff:
-            print(f"{m['system']}: {eff['fraction_of_saturation']:.2f} of the replicas' saturation (SIMULATED)")
+            steady = eff.get("steady_fraction_of_saturation")
+            print(
+                f"{m['system']}: {eff['fraction_of_saturation']:.2f} of the replicas' saturation over the whole run"
+                + (f", {steady:.2f} in steady state" if steady is not None else "")
+                + f" (SIMULATED; saturation from {eff['source']})"
+            )
     if len(result) == 2:
         print(coral_pair.print_pair(result))
         if cfg.table:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import json
 import os
 import signal
 import sys
@@ -187,6 +188,34 @@ def cmd_bench_overhead(args: argparse.Namespace) -> int:
     return 1 if lost else 0
 
 
+def cmd_bench_saturation(args: argparse.Namespace) -> int:
+    from matrix.bench import saturation as sat
+    from matrix.runtime.report import write_json
+
+    run = Path(args.run)
+    meta_path = (run if run.is_dir() else run.parent) / "metrics.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    profile = args.profile or (meta.get("sim") or {}).get("profile")
+    if not profile:
+        print(f"matrix bench saturation: no --profile given and {meta_path} names none", file=sys.stderr)
+        return 2
+    replicas = args.replicas or int(meta.get("replicas") or 1)
+    try:
+        specs = sat.requests_from_run(run)
+        doc = sat.saturation(
+            profile, specs, replicas=replicas, concurrencies=args.concurrency or sat.DEFAULT_CONCURRENCIES
+        )
+    except sat.WorkloadError as e:
+        print(f"matrix bench saturation: {e}", file=sys.stderr)
+        return 2
+    doc["run"] = str(run)
+    out = args.out or Path("results/bench") / f"saturation_{profile}.json"
+    write_json(out, doc)
+    print(sat.format_saturation(doc))
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from matrix.demo import run_coral_demo, run_demo
 
@@ -249,6 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--instances", type=int, help="actors per role (default 1)")
     i.add_argument("--out", type=Path, help="JSON path (default results/bench/inflight.json)")
     i.set_defaults(func=lambda a: __import__("matrix.bench.inflight", fromlist=["main"]).main(a))
+
+    s = bsub.add_parser("saturation", help="a sim replica's best tokens/s for a run's own request mix (virtual time)")
+    s.add_argument("run", type=Path, help="run directory (or its output.jsonl) whose LLM calls make the mix")
+    s.add_argument("--profile", default=None, help="sim profile (default: the run's, from its metrics.json)")
+    s.add_argument("--replicas", type=int, default=None, help="split the mix over this many (default: the run's)")
+    s.add_argument("--concurrency", type=_csv_ints, help="clients per replica, default 32,64,128,192,256,384,512")
+    s.add_argument("--out", type=Path, help="JSON path (default results/bench/saturation_<profile>.json)")
+    s.set_defaults(func=cmd_bench_saturation)
 
     f = bsub.add_parser("offload", help="payload offloading on vs off on long histories (dummy agents, no LLM)")
     f.add_argument("--tasks", type=int, help="tasks per run (default 400)")

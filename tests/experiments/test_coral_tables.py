@@ -44,7 +44,24 @@ def test_backend_efficiency_against_the_serving_benchmark(tmp_path: Path) -> Non
     bench.write_text(json.dumps({"runs": {"p": {"points": points}}}))
     eff = pair.backend_efficiency(metrics(pair.P2P, 1800.0), bench=bench)
     assert eff["replica_saturation_tokens_per_s"] == 1000.0 and eff["fraction_of_saturation"] == pytest.approx(0.9)
+    assert eff["source"].startswith("short-prompt")  # no run output to take the mix from
     assert pair.backend_efficiency(metrics(pair.P2P, 1800.0, simulated=False), bench=bench) == {}
+
+
+def test_backend_efficiency_uses_the_runs_own_request_mix(tmp_path: Path) -> None:
+    bench = tmp_path / "serving_sim.json"
+    bench.write_text(json.dumps({"runs": {"a100-llama31-8b": {"points": [{"output_tokens_per_s": 3000.0}]}}}))
+    run = tmp_path / "run"
+    run.mkdir()
+    turn = {"usage": {"prompt_tokens": 3000, "completion_tokens": 300}}
+    (run / "output.jsonl").write_text("".join(json.dumps({"turns": [turn]}) + "\n" for _ in range(1200)))
+    m = {**metrics(pair.P2P, 1500.0), "sim": {"profile": "a100-llama31-8b"}}
+    eff = pair.backend_efficiency(m, run, bench=bench)
+    assert eff["source"].startswith("the run's own request mix")
+    sat = eff["replica_saturation_tokens_per_s"]
+    assert sat < 3000.0  # long prompts saturate below the short-prompt figure
+    assert eff["fraction_of_saturation"] == pytest.approx(1500.0 / (2 * sat))
+    assert eff["short_prompt_fraction"] == pytest.approx(1500.0 / 6000.0)
 
 
 def test_table_from_run_directories_takes_each_systems_best(tmp_path: Path) -> None:
