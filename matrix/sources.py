@@ -1,4 +1,4 @@
-"""Input rows: JSONL (plain or .gz), Parquet, Hugging Face `datasets`, or any iterable of dicts.
+"""Input rows: JSONL (plain, .gz or .zst), Parquet, Hugging Face `datasets`, or any iterable of dicts.
 
 Every row comes out as a `SourceRow` with a stable task id and its location, so that a malformed
 line becomes an error row naming its line number instead of stopping the run, and a partitioned
@@ -39,9 +39,24 @@ def _raw(line: bytes) -> dict[str, Any]:
     return {"raw_line": text[:RAW_KEEP], "raw_bytes": len(line)}
 
 
+def _open_binary(path: Path) -> Any:
+    """A binary reader of `path`, decompressing `.gz` and `.zst` (DCLM's shard format) on the fly."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    if path.suffix == ".zst":
+        try:
+            import zstandard
+        except ImportError as exc:
+            raise ValueError(f"reading {path} needs the zstandard package (pip install zstandard)") from exc
+        import io
+
+        raw = open(path, "rb")  # noqa: SIM115 (closed by the wrapper below)
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return open(path, "rb")
+
+
 def _jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
+    with _open_binary(path) as fh:
         for line_no, raw in enumerate(fh, start=1):
             where = f"{path.name}:{line_no}"
             if not raw.strip():
@@ -94,7 +109,7 @@ def read_rows(
 ) -> Iterator[SourceRow]:
     """Yield the rows of `source` that belong to `partition` of `num_partitions` (row index mod n).
 
-    `source` is a path (`.jsonl`, `.jsonl.gz`, `.json` lines, `.parquet`), `hf://NAME` for a
+    `source` is a path (`.jsonl`, `.jsonl.gz`, `.jsonl.zst`, `.json` lines, `.parquet`), `hf://NAME` for a
     Hugging Face dataset, or an iterable of dicts. Task ids come from `id_field` when the row has it,
     else from the row's position. `limit` counts rows across all partitions.
     """
@@ -111,10 +126,10 @@ def read_rows(
                 raise ValueError(f"input file {path} does not exist")
             if path.suffix == ".parquet":
                 entries = _parquet(path)
-            elif path.suffix in (".jsonl", ".json", ".gz", ".ndjson"):
+            elif path.suffix in (".jsonl", ".json", ".gz", ".zst", ".ndjson"):
                 entries = _jsonl(path)
             else:
-                raise ValueError(f"unsupported input {path}: use .jsonl, .jsonl.gz, .parquet or hf://NAME")
+                raise ValueError(f"unsupported input {path}: use .jsonl, .jsonl.gz, .jsonl.zst, .parquet or hf://NAME")
     else:
         entries = ((f"row {i + 1}", dict(r), None) for i, r in enumerate(source))
 
