@@ -34,4 +34,9 @@ def test_partitions_split_rows_disjointly(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text("".join(f'{{"id": "{i}"}}\n' for i in range(10)))
     parts = [[r.task_id for r in read_rows(path, partition=p, num_partitions=3)] for p in range(3)]
-    assert sorted(sum(parts, [])) == sorted(str(i) for i in range(10)) and parts[0] == ["0", "3", "6", "9"]
+    assert sorted(t for part in parts for t in part) == sorted(str(i) for i in range(10)) and parts[0] == [
+        "0",
+        "3",
+        "6",
+        "9",
+    ]

@@ -196,11 +196,16 @@ CLASSIFIER_SYSTEM = (
 )
 
 
+def _messages(
+    system: str, text: str, settings: NRSettings, *, label: str = "Passage", ask: str = ""
+) -> list[dict[str, str]]:
+    """A stage's request: its instructions as the system message, the document as the user turn."""
+    user = f"{label}:\n{_clip(text, settings)}" + (f"\n\n{ask}" if ask else "")
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
 def classifier_messages(text: str, settings: NRSettings) -> list[dict[str, str]]:
-    return [
-        {"role": "system", "content": CLASSIFIER_SYSTEM},
-        {"role": "user", "content": f"Passage:\n{_clip(text, settings)}\n\nDoes this passage contain reasoning?"},
-    ]
+    return _messages(CLASSIFIER_SYSTEM, text, settings, ask="Does this passage contain reasoning?")
 
 
 def parse_yes_no(reply: str) -> bool | None:
@@ -229,10 +234,7 @@ SCORE_SYSTEM = (
 
 
 def score_messages(text: str, settings: NRSettings) -> list[dict[str, str]]:
-    return [
-        {"role": "system", "content": SCORE_SYSTEM},
-        {"role": "user", "content": f"Passage:\n{_clip(text, settings)}"},
-    ]
+    return _messages(SCORE_SYSTEM, text, settings)
 
 
 class ScoreParseError(ValueError):
@@ -291,10 +293,7 @@ QUESTION_SYSTEM = (
 
 
 def question_messages(text: str, settings: NRSettings) -> list[dict[str, str]]:
-    return [
-        {"role": "system", "content": QUESTION_SYSTEM},
-        {"role": "user", "content": f"Text:\n{_clip(text, settings)}"},
-    ]
+    return _messages(QUESTION_SYSTEM, text, settings, label="Text")
 
 
 def last_boxed(text: str) -> str | None:

@@ -27,7 +27,7 @@ FRENCH = (
     "Le conseil municipal a voté mardi soir la rénovation de la bibliothèque du quartier. Les travaux "
     "commenceront au printemps et dureront environ huit mois, selon la mairie."
 )
-SCORES_OK = {"problem_completeness": 1, "problem_complexity": 1, "technical_correctness": 1, "thinking_and_reasoning": 2}
+SCORES_OK = dict(problem_completeness=1, problem_complexity=1, technical_correctness=1, thinking_and_reasoning=2)
 
 
 def qa_json(boxed: bool = True, question: str = "When does the second train catch up?") -> str:
@@ -55,7 +55,16 @@ def test_english_check_uses_the_identifier_and_the_dclm_field_when_present() -> 
 
 @pytest.mark.parametrize(
     ("reply", "want"),
-    [("Yes", True), ("yes.", True), (" No", False), ("**No**", False), ("Maybe", None), ("", None), ("Yesterday", None)],
+    [
+        ("Yes", True),
+        ("yes.", True),
+        (" No", False),
+        ("**No**", False),
+        ("Maybe", None),
+        ("", None),
+        ("Yes-ish", True),
+        ("Yesterday", None),
+    ],
 )
 def test_yes_no(reply: str, want: bool | None) -> None:
     assert nr.parse_yes_no(reply) is want
@@ -72,7 +81,7 @@ def test_scores_parse_the_last_json_block_and_pass_only_when_every_criterion_is_
         nr.parse_scores("I would give it a four.")
     with pytest.raises(nr.ScoreParseError, match="'problem_complexity' score 7"):
         nr.parse_scores(json.dumps({**SCORES_OK, "problem_complexity": 7}))
-    with pytest.raises(nr.ScoreParseError, match="'clarity'|'thinking_and_reasoning' has no numeric"):
+    with pytest.raises(nr.ScoreParseError, match="'thinking_and_reasoning' has no numeric"):
         nr.parse_scores(json.dumps({**SCORES_OK, "thinking_and_reasoning": "high"}))
 
 
