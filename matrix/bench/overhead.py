@@ -176,7 +176,6 @@ def run_overhead(
     on_point: Any = None,
 ) -> dict[str, Any]:
     """Run every point; `on_point(doc)` gets the document so far after each one (partial results survive)."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ensure_ray()
     points: list[dict[str, Any]] = []
     doc = {

@@ -623,11 +623,25 @@ def _get_or(default: Any, refs: list[Any], timeout: float = 10.0) -> list[Any]:
     return out
 
 
+def local_only() -> None:
+    """Make a Ray node started from this process bind 127.0.0.1 only.
+
+    Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when `ray` is first imported; with it on (its
+    default) `ray.init(_node_ip_address="127.0.0.1")` is overridden by the machine's address and the
+    raylet and GCS listen on every interface. Setting the variable after the import is too late, so
+    this sets it and the constant Ray already read. An explicit "1" in the environment is honoured.
+    """
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"
+
+
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Start a private local Ray on 127.0.0.1 unless one is already initialised (or RAY_ADDRESS says where)."""
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    local_only()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
         return

@@ -786,6 +786,9 @@ class _RayServeBackend(Backend):
             if address is not None:
                 init["address"] = address
             elif _is_loopback(host):
+                from matrix.runtime.ray_p2p import local_only
+
+                local_only()
                 init["_node_ip_address"] = "127.0.0.1"
             init.update(ray_init_kwargs or {})
             ray.init(**init)

@@ -60,6 +60,9 @@ def local_ray() -> Iterator[None]:
     import ray
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from matrix.runtime.ray_p2p import local_only
+
+    local_only()
     owned = not ray.is_initialized()
     if owned:
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False)

@@ -17,6 +17,9 @@ ray = pytest.importorskip("ray")
 def local_ray() -> Iterator[None]:
     previous = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from matrix.runtime.ray_p2p import local_only
+
+    local_only()
     ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=2)
     try:
         yield
