@@ -59,7 +59,7 @@ from matrix.cases.coral import (
 from matrix.llm.client import LLMClient, RetryPolicy, message_text
 from matrix.message import DONE, ERROR, Hop, Message, Turn, Usage, new_message
 from matrix.metrics import Metrics, TimeSeries
-from matrix.runtime.report import Progress, build_metrics, write_json
+from matrix.runtime.report import AdmissionCounts, Progress, build_metrics, write_json
 from matrix.sink import SinkWriter
 from matrix.sources import read_rows
 
@@ -116,31 +116,8 @@ class ControllerConfig:
         return self.run_dir / "output.jsonl"
 
 
-@dataclass
-class WindowStats:
-    """Admission counts, in the same shape as the P2P runtime's `Admission.snapshot()`."""
-
-    admitted: int = 0
-    skipped_done: int = 0
-    bad_rows: int = 0
-    peak_in_flight: int = 0
-    in_flight: int = 0
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "admitted": self.admitted,
-            "skipped_done": self.skipped_done,
-            "bad_rows": self.bad_rows,
-            "replayed": 0,
-            "gave_up": 0,
-            "peak_in_flight": self.peak_in_flight,
-            "in_flight": self.in_flight,
-            "replay_reasons": {},
-        }
-
-
 def plan_messages(
-    rows: Sequence[dict[str, Any]], done: set[tuple[str, int]], stats: WindowStats, *, seed: int = 0
+    rows: Sequence[dict[str, Any]], done: set[tuple[str, int]], stats: AdmissionCounts, *, seed: int = 0
 ) -> Iterator[Message]:
     """One message per input row that is not in the output yet, made when the loop asks for it.
 
@@ -274,7 +251,7 @@ async def run_controller_async(rows: list[dict[str, Any]], cfg: ControllerConfig
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     # Rows go out only in whole groups (and the remainder at the end), as in the reference.
     sink = SinkWriter(cfg.output_path, flush_every=cfg.write_group, flush_seconds=math.inf)
-    stats = WindowStats()
+    stats = AdmissionCounts()
     metrics = Metrics()
     series = TimeSeries()
     todo = list(plan_messages(rows, sink.done, stats, seed=cfg.seed))
@@ -355,7 +332,7 @@ async def run_controller_async(rows: list[dict[str, Any]], cfg: ControllerConfig
 
 
 def _sample_once(
-    series: TimeSeries, sink: SinkWriter, stats: WindowStats, metrics: Metrics, llm: LLMClient, t0: float
+    series: TimeSeries, sink: SinkWriter, stats: AdmissionCounts, metrics: Metrics, llm: LLMClient, t0: float
 ) -> None:
     series.sample(
         time.monotonic() - t0,
@@ -370,7 +347,7 @@ def _sample_once(
 async def _sample(
     series: TimeSeries,
     sink: SinkWriter,
-    stats: WindowStats,
+    stats: AdmissionCounts,
     metrics: Metrics,
     llm: LLMClient,
     progress: Progress,

@@ -9,11 +9,36 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from matrix.metrics import Histogram, Metrics
 from matrix.sink import SinkStats
+
+
+@dataclass
+class AdmissionCounts:
+    """Admission counts of a baseline, in the shape of the P2P runtime's `Admission.snapshot()`,
+    so that `build_metrics` reads both alike."""
+
+    admitted: int = 0
+    skipped_done: int = 0
+    bad_rows: int = 0
+    peak_in_flight: int = 0
+    in_flight: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "admitted": self.admitted,
+            "skipped_done": self.skipped_done,
+            "bad_rows": self.bad_rows,
+            "replayed": 0,
+            "gave_up": 0,
+            "peak_in_flight": self.peak_in_flight,
+            "in_flight": self.in_flight,
+            "replay_reasons": {},
+        }
 
 
 def _versions() -> dict[str, str]:
