@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from matrix.llm.sim.profile import (
-    DEFAULT_MODEL,
     ProfileError,
     UnknownProfileError,
     list_profiles,
@@ -18,10 +17,10 @@ from matrix.llm.sim.profile import (
 
 def test_packaged_profiles() -> None:
     names = list_profiles()
-    assert {"a100-llama31-8b", "h100-llama31-8b"} <= set(names)
+    assert {"a100-llama31-8b", "h100-llama31-8b", "h100-llama32-3b", "h100x4-llama33-70b"} <= set(names)
     for name in names:
         prof = load_profile(name)
-        assert prof.name == name and prof.model == DEFAULT_MODEL
+        assert prof.name == name and prof.model
         assert prof.calibration["fitted_to"], "a profile says what it was fitted to"
         assert prof.step_time(tokens=1, sequences=1, context_tokens=1, attention_pairs=1) > prof.decode_floor_s()
     assert load_profile("h100-llama31-8b").decode_floor_s() < load_profile("a100-llama31-8b").decode_floor_s()

@@ -56,3 +56,11 @@ def test_chat_template_overhead_is_counted() -> None:
 def test_completion_prompts() -> None:
     assert count_prompt_tokens("Hello there") == 1 + count_text_tokens("Hello there")
     assert count_prompt_tokens([1, 2, 3]) == 3
+
+
+def test_underscores_count_and_split_like_other_punctuation() -> None:
+    text = '{"problem_completeness": 1, "snake_case_key": 2}'
+    n = count_text_tokens(text)
+    pieces = token_pieces(text)
+    assert len(pieces) == n and "".join(pieces) == text
+    assert count_text_tokens("a_b") == 3 and all(pieces)  # no empty streamed chunks
