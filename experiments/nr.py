@@ -186,7 +186,9 @@ def _finish(run_dir: Path, metrics: dict[str, Any], labels: dict[str, Any], conf
     metrics.update(labels)
     metrics["quality"] = nr.quality(read_rows(run_dir))
     write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "config.json", config)
+    path = run_dir / "config.json"
+    written = json.loads(path.read_text()) if path.exists() else {}  # what the system itself recorded
+    write_json(path, {**written, **config})
     return metrics
 
 
@@ -242,7 +244,6 @@ def run_batch(
     """The Ray Data baseline: `parallelism` map_batches workers of `batch_size` rows each."""
     from baselines.ray_data_batch import BatchConfig
     from baselines.ray_data_batch import run_batch as run_baseline
-
     from matrix.runtime.ray_p2p import ensure_ray
 
     ensure_ray()
