@@ -284,12 +284,13 @@ def _hms(seconds: float) -> str:
 
 
 def _sim_seconds(m: dict[str, Any]) -> float:
-    """Run time in the replicas' clock (simulated seconds for sim, wall seconds otherwise)."""
-    return float(m["measured_seconds"]) * float(m.get("time_scale") or 1.0)
+    """Run time in the replicas' clock: `measured_seconds` is already wall time x time scale."""
+    return float(m["measured_seconds"])
 
 
 def tokens_per_second(m: dict[str, Any]) -> float:
-    return float(m["tokens_per_second"]) / float(m.get("time_scale") or 1.0)
+    """Completion tokens per second of the replicas' clock (simulated seconds for sim runs)."""
+    return float(m["tokens_per_second"])
 
 
 def _write(out: Path, title: str, header: list[str], rows: list[list[str]], notes: Sequence[str] = ()) -> str:

@@ -54,3 +54,10 @@ def test_tables_command_reads_run_directories(tmp_path: Path, capsys: pytest.Cap
     out = tmp_path / "tables"
     assert exp.main(["tables", "--table8", str(dirs[0]), "--batch", str(dirs[1]), "--out", str(out)]) == 0
     assert "3.00x" in (out / "table9_nr.md").read_text() and "3.00x" in capsys.readouterr().out
+
+
+def test_simulated_time_is_taken_from_the_metrics_as_they_are(tmp_path: Path) -> None:
+    # build_metrics already reports measured_seconds and tokens/s in simulated seconds
+    m = {**metrics(exp.P2P, 200.0, (1, 500, 1)), "time_scale": 0.5, "measured_seconds": 60.0}
+    text = exp.table9(m, {**m, "system": exp.BATCH, "tokens_per_second": 100.0}, tmp_path / "t9")
+    assert "| runtime | 0:01:00 (SIMULATED) | 0:01:00 (SIMULATED) |" in text and "200.0 (SIMULATED)" in text
