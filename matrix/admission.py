@@ -97,7 +97,7 @@ class Admission:
 
     def _message(self, lease: Lease) -> Message:
         r = lease.row
-        return new_message(
+        msg = new_message(
             r.task_id,
             self.workflow,
             r.row,
@@ -105,6 +105,8 @@ class Admission:
             seed=task_seed(self.seed, r.task_id, lease.trial),
             attempt=lease.attempt,
         )
+        msg.route["location"] = r.location  # so that a role's error can name the input line
+        return msg
 
     async def _error_row(self, row: SourceRow, trial: int, reason: str) -> None:
         msg = new_message(row.task_id, self.workflow, row.row, trial=trial)

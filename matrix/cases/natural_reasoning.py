@@ -528,7 +528,8 @@ class _NRStage(LLMAgent):
 
     async def step(self, message: Message) -> Message:
         row = await self.resolve(message.row)
-        text = text_of(row, where=message.task_id)
+        loc = message.route.get("location")
+        text = text_of(row, where=f"{message.task_id} (input {loc})" if loc else message.task_id)
         res = await STAGE_FUNCTIONS[self.stage](text, message.task_id, self._call, self.settings, message.trial, row)
         message.turns.append(res.turn())
         message.route["stop"] = not res.keep or self.stage == "question"

@@ -226,7 +226,7 @@ def test_workflow_on_the_local_runtime_drops_with_reasons_and_counts_bad_documen
     assert f["failed"] == 1 and f["questions"] == 1 and f["survival_rate"] == pytest.approx(0.2)
     assert metrics["tasks_failed"] == 1 and sum(metrics["errors_by_reason"].values()) == 1
     bad = next(r for r in rows if r["task_id"] == "missing")
-    assert bad["status"] == "error" and "document missing: missing 'text'" in bad["error"]
+    assert bad["status"] == "error" and "document missing (input row 6): missing 'text'" in bad["error"]
     assert metrics["tokens_generated"] == sum(r["usage"]["completion_tokens"] for r in rows)
     # Every request carries the stage's sampling and a per-document seed.
     assert {b["max_tokens"] for b in bodies} == {8, 10240, 20480} and all("seed" in b for b in bodies)

@@ -50,6 +50,9 @@ def test_sim_pair_makes_identical_decisions_and_tables(tmp_path: Path) -> None:
     dp, db = nr.decisions(rows_p), nr.decisions(rows_b)
     assert set(dp) == {str(d["id"]) for d in docs} and dp == db
     assert dp["no-text"] == (None, None)  # counted as failed in both, not silently dropped
+    for rows in (rows_p, rows_b):
+        bad = next(r for r in rows if r["task_id"] == "no-text")
+        assert "missing 'text'" in bad["error"] and "row 6" in bad["error"], bad["error"]  # names its location
     assert p2p["tasks_failed"] == batch["tasks_failed"] == 1
     assert p2p["tokens_generated"] == batch["tokens_generated"] > 0
     assert p2p["quality"]["counts"] == batch["quality"]["counts"]
