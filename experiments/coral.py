@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.rundirs import fresh
 from matrix.cases import coral
 from matrix.runtime.config import RunConfig
 from matrix.runtime.report import write_json
@@ -145,6 +146,7 @@ def run_p2p(
     from matrix.runtime.ray_p2p import ensure_ray, run_ray
 
     ensure_ray()
+    fresh(run_dir)
     labels = {**servers.labels(), "system": P2P, "concurrency": concurrency}
     deployment = coral.CoralDeployment(urls=servers.urls, model=servers.model, settings=settings, instances=instances)
     cfg = RunConfig(
@@ -174,6 +176,7 @@ def run_controller(
     from baselines.coral_controller import ControllerConfig
     from baselines.coral_controller import run_controller as run_baseline
 
+    fresh(run_dir)
     labels = {**servers.labels(), "system": CONTROLLER, "concurrency": window}
     cfg = ControllerConfig(
         urls=servers.urls,

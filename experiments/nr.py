@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.rundirs import fresh
 from matrix.cases import natural_reasoning as nr
 from matrix.runtime.config import RunConfig
 from matrix.runtime.report import write_json
@@ -208,6 +209,7 @@ def run_p2p(
     from matrix.runtime.ray_p2p import ensure_ray, run_ray
 
     ensure_ray()
+    fresh(run_dir)
     setting = [partitions, per_partition, instances]
     labels = {**pools.labels(), "system": P2P, "concurrency": partitions * per_partition, "parallelism": setting}
     dep = nr.NRDeployment(
@@ -247,6 +249,7 @@ def run_batch(
     from matrix.runtime.ray_p2p import ensure_ray
 
     ensure_ray()
+    fresh(run_dir)
     labels = {
         **pools.labels(),
         "system": BATCH,

@@ -1,0 +1,29 @@
+"""Run directories for measurements: a timed run must start empty.
+
+The runtimes resume from a run directory's output (rows already written are skipped), which is what
+a crashed production run wants and what a measurement must not get: a rerun of `make reproduce-*`
+would otherwise "finish" in no time with zero tokens. An existing directory with output is moved
+aside (never deleted) to `<name>.prev-<timestamp>`, and the move is reported.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def fresh(run_dir: Path) -> Path:
+    """Make sure `run_dir` holds no earlier output; returns where earlier output went (or run_dir)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = run_dir.with_name(f"{run_dir.name}.prev-{stamp}")
+        n = 1
+        while target.exists():
+            target = run_dir.with_name(f"{run_dir.name}.prev-{stamp}-{n}")
+            n += 1
+        run_dir.rename(target)
+        print(f"experiments: {run_dir} held an earlier run; moved it to {target}", file=sys.stderr)
+        return target
+    return run_dir
