@@ -141,7 +141,9 @@ def plan_messages(
             stats.bad_rows += 1
             yield msg
             continue
-        yield new_message(task_id, WORKFLOW, src.row, trial=0, seed=task_seed(seed, task_id, 0))
+        msg = new_message(task_id, WORKFLOW, src.row, trial=0, seed=task_seed(seed, task_id, 0))
+        msg.route["location"] = src.location  # as the P2P admission records it
+        yield msg
 
 
 class Conversations:

@@ -95,7 +95,7 @@ def test_agreement_at_the_second_turn_ends_the_conversation(tmp_path: Path) -> N
     assert [t["content"] for t in row["turns"] if t["role"] == "matcher"] == ["continue", "agree"]
     assert [t["meta"]["answer"] for t in row["turns"] if t["role"] == "extractor"] == ["B", "B"]
     assert row["turns"][-1]["meta"] == {"agreed": True, "stop": True}
-    assert row["route"] == {"role": None, "steps": 6, "stop": True}
+    assert row["route"] == {"role": None, "steps": 6, "stop": True, "location": "row 1"}
     assert [h["role"] for h in row["hops"]] == roles(row)
     assert row["usage"]["completion_tokens"] == sum(t["usage"]["completion_tokens"] for t in row["turns"])
 
