@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.rundirs import fresh
+from experiments.common import backend_labels, fresh
 from matrix.cases import coral
 from matrix.runtime.config import RunConfig
 from matrix.runtime.report import write_json
@@ -53,15 +53,9 @@ class Servers:
     info: dict[str, Any] = field(default_factory=dict)
 
     def labels(self) -> dict[str, Any]:
-        return {
-            "case": "coral",
-            "backend": self.backend,
-            "simulated": self.simulated,
-            "time_scale": self.time_scale,
-            "hardware": self.hardware,
-            "replicas": len(self.urls),
-            **({"sim": self.info} if self.info else {}),
-        }
+        return backend_labels(
+            "coral", self.backend, self.simulated, self.time_scale, self.hardware, len(self.urls), self.info
+        )
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.rundirs import fresh
+from experiments.common import backend_labels, fresh
 from matrix.cases import natural_reasoning as nr
 from matrix.runtime.config import RunConfig
 from matrix.runtime.report import write_json
@@ -92,15 +92,8 @@ class Pools:
     info: dict[str, Any] = field(default_factory=dict)
 
     def labels(self) -> dict[str, Any]:
-        return {
-            "case": CASE,
-            "backend": self.backend,
-            "simulated": self.simulated,
-            "time_scale": self.time_scale,
-            "hardware": self.hardware,
-            "replicas": len(set(self.small_urls) | set(self.large_urls)),
-            **({"sim": self.info} if self.info else {}),
-        }
+        replicas = len(set(self.small_urls) | set(self.large_urls))
+        return backend_labels(CASE, self.backend, self.simulated, self.time_scale, self.hardware, replicas, self.info)
 
 
 @contextmanager
@@ -369,23 +362,13 @@ def table9(p2p: dict[str, Any], batch: dict[str, Any], out: Path) -> str:
 
     names = ["runtime", "concurrent tasks", "documents processed", "questions", "tokens generated", "tokens/s"]
     ours_b, ours_p = cells(batch), cells(p2p)
-    pb, pp = PAPER_T9[BATCH], PAPER_T9[P2P]
-    paper_b = [
-        pb["runtime"],
-        f"{pb['concurrent_tasks']:,}",
-        f"{pb['docs']:,}",
-        f"{pb['questions']:,}",
-        f"{pb['tokens']:,}",
-        f"{pb['tokens_per_second']:,}",
-    ]
-    paper_p = [
-        pp["runtime"],
-        f"{pp['concurrent_tasks']:,}",
-        f"{pp['docs']:,}",
-        f"{pp['questions']:,}",
-        f"{pp['tokens']:,}",
-        f"{pp['tokens_per_second']:,}",
-    ]
+
+    def paper(system: str) -> list[str]:
+        p = PAPER_T9[system]
+        counts = (p[k] for k in ("concurrent_tasks", "docs", "questions", "tokens", "tokens_per_second"))
+        return [p["runtime"], *(f"{v:,}" for v in counts)]
+
+    paper_b, paper_p = paper(BATCH), paper(P2P)
     rows: list[list[str]] = [[n, ours_b[i], ours_p[i], paper_b[i], paper_p[i]] for i, n in enumerate(names)]
     speedup = tokens_per_second(p2p) / tokens_per_second(batch) if tokens_per_second(batch) else float("nan")
     rows.append(["speedup (tokens/s)" + s, "1.0x", f"{speedup:.2f}x", "1.0x", f"{PAPER_SPEEDUP}x"])

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from matrix.agent import Agent, RoleSpec
+from matrix.agent import RoleSpec
 from matrix.cases.coral import Sampling
 from matrix.llm.agent import LLMAgent
 from matrix.llm.client import message_text
@@ -179,12 +179,10 @@ def is_english(text: str, row: Mapping[str, Any] | None = None) -> tuple[bool, d
             "lang_source": "fasttext (DCLM field)",
         }
     lang, prob = language_of(text)
-    p_en = prob if lang == "en" else 1.0 - prob
     return lang == "en" and prob >= ENGLISH_MIN_PROB, {
         "lang": lang,
         "lang_prob": round(prob, 4),
         "lang_source": "py3langid",
-        "p_en_bound": round(p_en, 4),
     }
 
 
@@ -602,7 +600,6 @@ __all__ = [
     "NATURAL_REASONING",
     "OUTCOMES",
     "WORKFLOW",
-    "Agent",
     "BadDocument",
     "FilterAgent",
     "NRDeployment",

@@ -1,6 +1,7 @@
-"""Run directories for measurements: a timed run must start empty.
+"""What the experiment drivers share: run directories for measurements, and the backend labels
+every run's metrics carry.
 
-The runtimes resume from a run directory's output (rows already written are skipped), which is what
+A timed run must start empty. The runtimes resume from a run directory's output (rows already written are skipped), which is what
 a crashed production run wants and what a measurement must not get: a rerun of `make reproduce-*`
 would otherwise "finish" in no time with zero tokens. An existing directory with output is moved
 aside (never deleted) to `<name>.prev-<timestamp>`, and the move is reported.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def fresh(run_dir: Path) -> Path:
@@ -27,3 +29,18 @@ def fresh(run_dir: Path) -> Path:
         print(f"experiments: {run_dir} held an earlier run; moved it to {target}", file=sys.stderr)
         return target
     return run_dir
+
+
+def backend_labels(
+    case: str, backend: str, simulated: bool, time_scale: float, hardware: str, replicas: int, info: dict[str, Any]
+) -> dict[str, Any]:
+    """The results contract's description of where a run's models ran (DESIGN.md)."""
+    return {
+        "case": case,
+        "backend": backend,
+        "simulated": simulated,
+        "time_scale": time_scale,
+        "hardware": hardware,
+        "replicas": replicas,
+        **({"sim": info} if info else {}),
+    }

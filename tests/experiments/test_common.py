@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.rundirs import fresh
+from experiments.common import fresh
 
 
 def test_earlier_output_is_moved_aside(tmp_path: Path) -> None:
