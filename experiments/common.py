@@ -1,10 +1,11 @@
 """What the experiment drivers share: run directories for measurements, and the backend labels
 every run's metrics carry.
 
-A timed run must start empty. The runtimes resume from a run directory's output (rows already written are skipped), which is what
-a crashed production run wants and what a measurement must not get: a rerun of `make reproduce-*`
-would otherwise "finish" in no time with zero tokens. An existing directory with output is moved
-aside (never deleted) to `<name>.prev-<timestamp>`, and the move is reported.
+A timed run must start empty. The runtimes resume from a run directory's output (rows already
+written are skipped), which is what a crashed production run wants and what a measurement must
+not get: a rerun of `make reproduce-*` would otherwise "finish" in no time with zero tokens. An
+existing directory with output is moved aside (never deleted) to `<name>.prev-<timestamp>`, and
+the move is reported.
 """
 
 from __future__ import annotations
