@@ -17,15 +17,22 @@ Scheduling, as in vLLM V1:
   recently admitted sequence is preempted back to the head of the queue and its KV dropped (it is
   recomputed when readmitted, prompt and already generated tokens alike);
 - a sequence whose computed tokens catch up with its known tokens samples one new token at the end
-  of the step.
+  of the step;
+- with `enable_prefix_caching` (vLLM's automatic prefix caching), a request admitted with nothing
+  computed skips the part of its prompt whose prefix an earlier request already computed: the
+  caller describes the prompt as a chain of prefix keys (one per chat message, with the prompt
+  length at its end), the core keeps the keys of computed prompts in an LRU bounded by the KV
+  budget, and the longest cached prefix, rounded down to whole blocks and short of the last prompt
+  token, counts as computed. Simplification: a hit saves compute only; the sequence still holds its
+  own KV blocks for the shared prefix (vLLM shares them), so memory pressure is, if anything, overstated.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
-from collections.abc import Hashable
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 from matrix.llm.sim.profile import SimProfile
@@ -46,6 +53,8 @@ class _Sequence:
     first_token_at: float | None = None
     preemptions: int = 0
     aborted: bool = False
+    prefix: tuple[tuple[Hashable, int], ...] = ()
+    cached: int = 0
 
     def remaining(self) -> int:
         return self.prompt_tokens + self.generated - self.computed
@@ -84,6 +93,7 @@ class CoreStats:
     busy_s: float = 0.0
     prompt_tokens: int = 0
     recomputed_tokens: int = 0
+    cached_tokens: int = 0
     generated_tokens: int = 0
     finished: int = 0
     aborted: int = 0
@@ -109,6 +119,9 @@ class EngineCore:
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
         self._order = itertools.count()
+        # prefix key -> tokens that key's segment adds; LRU order (oldest first), bounded by the KV budget
+        self._prefix_cache: OrderedDict[Hashable, int] = OrderedDict()
+        self._prefix_cache_tokens = 0
 
     # ----------------------------------------------------------------------------- requests
 
@@ -119,12 +132,15 @@ class EngineCore:
         max_output_tokens: int,
         *,
         arrival: float | None = None,
+        prefix: Sequence[tuple[Hashable, int]] = (),
     ) -> None:
         """Queue a request that will produce exactly `max_output_tokens` tokens.
 
         The behaviour model has already decided the reply, so its length is known up front; the
         core only decides when each token comes out. `arrival` (simulated seconds, default: now)
-        may lie in the past (it arrived during the step that is ending) or the future.
+        may lie in the past (it arrived during the step that is ending) or the future. `prefix`
+        is the prompt's chain of (key, prompt tokens up to the end of that key's segment), used
+        when the profile enables prefix caching.
         """
         if request_id in self._seqs:
             raise ValueError(f"request id {request_id!r} is already in flight")
@@ -146,6 +162,7 @@ class EngineCore:
             )
         at = self.clock if arrival is None else float(arrival)
         seq = _Sequence(request_id, prompt_tokens, max_output_tokens, at, at + self.profile.api_overhead_s)
+        seq.prefix = tuple(prefix) if self.profile.enable_prefix_caching else ()
         self._seqs[request_id] = seq
         heapq.heappush(self._pending, (seq.ready, next(self._order), seq))
 
@@ -203,6 +220,29 @@ class EngineCore:
     def _blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.profile.block_size)
 
+    def _cached_prefix(self, seq: _Sequence) -> int:
+        """Prompt tokens of `seq` already in the prefix cache (whole blocks, never the last token)."""
+        hit = 0
+        for key, upto in seq.prefix:
+            if key not in self._prefix_cache:
+                break
+            hit = upto
+        block = self.profile.block_size
+        return max(0, min(hit, seq.prompt_tokens - 1) // block * block)
+
+    def _remember_prefix(self, seq: _Sequence) -> None:
+        cache, before = self._prefix_cache, 0
+        for key, upto in seq.prefix:
+            if key in cache:
+                cache.move_to_end(key)
+            else:
+                cache[key] = max(upto - before, 0)
+                self._prefix_cache_tokens += cache[key]
+            before = upto
+        while self._prefix_cache_tokens > self.profile.kv_cache_tokens and cache:
+            _, tokens = cache.popitem(last=False)
+            self._prefix_cache_tokens -= tokens
+
     def _release_pending(self) -> None:
         while self._pending and (self._pending[0][0] <= self.clock or self._pending[0][2].aborted):
             _, _, seq = heapq.heappop(self._pending)
@@ -255,10 +295,17 @@ class EngineCore:
         if not preempted:
             while self._waiting and budget > 0 and len(self._running) < profile.max_num_seqs:
                 seq = self._waiting[0]
+                if seq.computed == 0 and seq.prefix:
+                    seq.cached = self._cached_prefix(seq)
+                    seq.computed = seq.cached
                 n = min(seq.remaining(), budget)
                 need = self._blocks_for(seq.computed + n) - seq.blocks
                 if need > self._free_blocks:
+                    seq.computed -= seq.cached  # not admitted: it looks the cache up again next time
+                    seq.cached = 0
                     break
+                self.stats.cached_tokens += seq.cached
+                seq.cached = 0
                 self._waiting.popleft()
                 self._running.append(seq)
                 self._free_blocks -= need
@@ -293,7 +340,10 @@ class EngineCore:
         first: list[RequestId] = []
         finished: list[RequestId] = []
         for seq, n in scheduled:
+            before = seq.computed
             seq.computed += n
+            if seq.prefix and before < seq.prompt_tokens <= seq.computed:
+                self._remember_prefix(seq)
             if seq.computed == seq.prompt_tokens + seq.generated:
                 seq.generated += 1
                 emitted.append(seq.request_id)

@@ -26,7 +26,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,7 +266,14 @@ class SimEngine:
 
     # ------------------------------------------------------------------------------- requests
 
-    def submit(self, prompt_tokens: int, output_tokens: int, *, request_id: RequestId | None = None) -> SimRequest:
+    def submit(
+        self,
+        prompt_tokens: int,
+        output_tokens: int,
+        *,
+        request_id: RequestId | None = None,
+        prefix: Sequence[tuple[Hashable, int]] = (),
+    ) -> SimRequest:
         """Queue a request now; `output_tokens` is how long the reply will be."""
         if not self.healthy:
             raise EngineStoppedError(
@@ -274,7 +281,7 @@ class SimEngine:
             )
         rid = next(self._ids) if request_id is None else request_id
         arrival = self.now()
-        self.core.add(rid, prompt_tokens, output_tokens, arrival=arrival)
+        self.core.add(rid, prompt_tokens, output_tokens, arrival=arrival, prefix=prefix)
         req = SimRequest(self, rid, prompt_tokens, output_tokens, arrival)
         self._requests[rid] = req
         self._m_requests.inc(status="received")
@@ -416,6 +423,9 @@ class SimEngine:
             "running": self.core.num_running,
             "waiting": self.core.num_waiting,
             "kv_cache_usage": round(self.core.kv_usage, 4),
+            "prefix_caching": self.profile.enable_prefix_caching,
+            "prompt_tokens_computed": self.core.stats.prompt_tokens,
+            "prompt_tokens_cached": self.core.stats.cached_tokens,
             "wall_lag_s": round(self._lag, 6),
             "wall_lag_max_s": round(self._lag_max, 6),
             "late_steps": self._late_steps,

@@ -38,7 +38,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
         "kv_bytes_per_token",
         "max_model_len",
     ),
-    "engine": ("max_num_seqs", "max_num_batched_tokens", "kv_cache_tokens", "block_size"),
+    "engine": ("max_num_seqs", "max_num_batched_tokens", "kv_cache_tokens", "block_size", "enable_prefix_caching"),
     "fitted": (
         "memory_efficiency",
         "compute_efficiency",
@@ -48,6 +48,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     ),
 }
 _TOP_LEVEL = ("name", "description", "gpu", "model", "calibration")
+_OPTIONAL = ("enable_prefix_caching",)
 
 
 class UnknownProfileError(ValueError):
@@ -90,6 +91,9 @@ class SimProfile:
     description: str = ""
     calibration: dict[str, Any] = field(default_factory=dict, compare=False)
     source: str = ""
+    # vLLM's automatic prefix caching: a request's prompt prefix already in the KV cache is not
+    # recomputed (see `EngineCore`). Off unless a profile turns it on, so older fits keep their numbers.
+    enable_prefix_caching: bool = False
 
     def __post_init__(self) -> None:
         positive = (
@@ -116,6 +120,11 @@ class SimProfile:
             value = getattr(self, key)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise ProfileError(f"profile {self.name!r}: {key} must be >= 0, got {value!r}")
+        if not isinstance(self.enable_prefix_caching, bool):
+            raise ProfileError(
+                f"profile {self.name!r}: enable_prefix_caching must be true or false, "
+                f"got {self.enable_prefix_caching!r}"
+            )
         if self.kv_cache_tokens < self.block_size:
             raise ProfileError(
                 f"profile {self.name!r}: kv_cache_tokens ({self.kv_cache_tokens}) is smaller than "
@@ -200,7 +209,7 @@ def _flatten(doc: Any, source: str) -> dict[str, Any]:
         else:
             allowed = ", ".join(_TOP_LEVEL + tuple(_SECTIONS))
             raise ProfileError(f"{source}: unknown top-level key {key!r}; allowed: {allowed}")
-    missing = [k for keys in _SECTIONS.values() for k in keys if k not in flat]
+    missing = [k for keys in _SECTIONS.values() for k in keys if k not in flat and k not in _OPTIONAL]
     if missing:
         raise ProfileError(f"{source}: missing keys {', '.join(missing)}")
     return flat

@@ -33,7 +33,7 @@ from matrix.llm.sim.behaviour import BehaviourModel, Reply, apply_limits, get_be
 from matrix.llm.sim.engine import EngineStoppedError, SimEngine, SimRequest, SimTiming
 from matrix.llm.sim.metrics import Counter
 from matrix.llm.sim.profile import DEFAULT_PROFILE, load_profile
-from matrix.llm.sim.tokens import count_chat_tokens, count_prompt_tokens, split_text
+from matrix.llm.sim.tokens import chat_prefix_chain, count_chat_tokens, count_prompt_tokens, split_text
 
 SIMULATED_HEADER = "X-Matrix-Simulated"
 ENGINE_KEY = web.AppKey("engine", SimEngine)
@@ -383,13 +383,15 @@ async def _stream(
     return resp
 
 
-async def _generate(request: web.Request, parsed: Parsed, chat: bool) -> web.StreamResponse:
+async def _generate(
+    request: web.Request, parsed: Parsed, chat: bool, prefix: Sequence[tuple[str, int]] = ()
+) -> web.StreamResponse:
     app = request.app
     engine = app[ENGINE_KEY]
     reply = _make_reply(app, parsed)
     rid = ("chatcmpl-sim-" if chat else "cmpl-sim-") + uuid.uuid4().hex[:24]
     try:
-        sim = engine.submit(parsed.prompt_tokens, reply.completion_tokens, request_id=rid)
+        sim = engine.submit(parsed.prompt_tokens, reply.completion_tokens, request_id=rid, prefix=prefix)
     except EngineStoppedError as exc:
         raise RequestError(str(exc), None, status=503) from None
     except ValueError as exc:  # the core's own limits (KV capacity)
@@ -436,7 +438,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     messages = _check_messages(body)
     tools = _check_tools(body)
     parsed = _common(body, request.app, count_chat_tokens(messages, tools))
-    return await _generate(request, parsed, chat=True)
+    caching = request.app[ENGINE_KEY].profile.enable_prefix_caching
+    prefix = chat_prefix_chain(messages, tools) if caching else ()
+    return await _generate(request, parsed, chat=True, prefix=prefix)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:

@@ -18,6 +18,7 @@ assistant header that opens the reply.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -130,6 +131,33 @@ def count_chat_tokens(messages: Iterable[Mapping[str, Any]], tools: Sequence[Any
     if tools:
         n += TOOLS_PREAMBLE_TOKENS + count_text_tokens(json.dumps(list(tools), sort_keys=True))
     return n
+
+
+def chat_prefix_chain(
+    messages: Iterable[Mapping[str, Any]], tools: Sequence[Any] | None = None
+) -> list[tuple[str, int]]:
+    """The prompt as a chain of prefix keys, for the engine's prefix cache.
+
+    One entry per chat message: a key that names the whole prompt up to and including that
+    message (the tools and template preamble come first), and the prompt tokens up to its end,
+    counted as `count_chat_tokens` counts them. Two requests share a cached prefix exactly as far
+    as their messages agree.
+    """
+    msgs = list(messages)
+    start = BOS_TOKENS + SYSTEM_PREAMBLE_TOKENS
+    if not any(m.get("role") == "system" for m in msgs):
+        start += MESSAGE_OVERHEAD_TOKENS
+    if tools:
+        start += TOOLS_PREAMBLE_TOKENS + count_text_tokens(json.dumps(list(tools), sort_keys=True))
+    digest = hashlib.blake2b(json.dumps(list(tools or []), sort_keys=True, default=str).encode(), digest_size=16)
+    chain: list[tuple[str, int]] = []
+    upto = start
+    for m in msgs:
+        digest = digest.copy()
+        digest.update(json.dumps(m, sort_keys=True, default=str).encode())
+        upto += count_message_tokens(m)
+        chain.append((digest.hexdigest(), upto))
+    return chain
 
 
 def count_prompt_tokens(prompt: str | Sequence[int]) -> int:

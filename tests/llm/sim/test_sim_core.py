@@ -153,3 +153,41 @@ def test_virtual_time_runs_are_deterministic(h100: SimProfile) -> None:
         return [(r.first_token, r.finished) for r in res.records]
 
     assert run() == run()
+
+
+def test_prefix_cache_skips_a_shared_prompt_prefix(h100: SimProfile) -> None:
+    """A second request that extends the first one's prompt computes only its new tail."""
+    from matrix.llm.sim.tokens import chat_prefix_chain, count_chat_tokens
+
+    system = {"role": "system", "content": "policy " * 3000}
+    first = [system, {"role": "user", "content": "hello there"}]
+    second = [*first, {"role": "assistant", "content": "hi"}, {"role": "user", "content": "one more question"}]
+    cached = h100.replace(enable_prefix_caching=True)
+    spent = {}
+    for name, profile in (("off", h100), ("on", cached)):
+        core = EngineCore(profile)
+        for rid, msgs in (("a", first), ("b", second)):
+            core.add(rid, count_chat_tokens(msgs), 4, prefix=chat_prefix_chain(msgs))
+            drain(core)
+        spent[name] = (core.stats.prompt_tokens, core.stats.cached_tokens, core.clock)
+    total = count_chat_tokens(first) + count_chat_tokens(second)
+    assert spent["off"][:2] == (total, 0)
+    computed, hit, _ = spent["on"]
+    block = h100.block_size
+    assert hit == chat_prefix_chain(first)[-1][1] // block * block  # all of the first prompt, whole blocks
+    assert computed + hit == total
+    assert spent["on"][2] < spent["off"][2]  # less prefill, less time
+
+
+def test_prefix_cache_is_bounded_by_the_kv_budget(h100: SimProfile) -> None:
+    small = h100.replace(enable_prefix_caching=True, kv_cache_tokens=4096)
+    core = EngineCore(small)
+    for i in range(5):  # five unrelated 1,500-token prompts; the cache keeps at most 4,096 tokens
+        core.add(i, 1500, 2, prefix=[(f"p{i}", 1500)])
+        drain(core)
+    assert core._prefix_cache_tokens <= 4096
+    core.add("again-0", 1500, 2, prefix=[("p0", 1500)])  # the oldest was evicted: no hit
+    drain(core)
+    core.add("again-4", 1500, 2, prefix=[("p4", 1500)])  # the newest is still there
+    drain(core)
+    assert core.stats.cached_tokens == 1488  # 1,500 short of the last token, in whole 16-token blocks
