@@ -18,13 +18,16 @@ Scheduling, as in vLLM V1:
   recomputed when readmitted, prompt and already generated tokens alike);
 - a sequence whose computed tokens catch up with its known tokens samples one new token at the end
   of the step;
-- with `enable_prefix_caching` (vLLM's automatic prefix caching), a request admitted with nothing
-  computed skips the part of its prompt whose prefix an earlier request already computed: the
-  caller describes the prompt as a chain of prefix keys (one per chat message, with the prompt
-  length at its end), the core keeps the keys of computed prompts in an LRU bounded by the KV
-  budget, and the longest cached prefix, rounded down to whole blocks and short of the last prompt
-  token, counts as computed. Simplification: a hit saves compute only; the sequence still holds its
-  own KV blocks for the shared prefix (vLLM shares them), so memory pressure is, if anything, overstated.
+- with `enable_prefix_caching` (vLLM's automatic prefix caching), the caller describes a chat prompt
+  as a chain of prefix keys (one per message, each naming the whole prompt up to the end of that
+  message, with the prompt length there). Keys of computed prompts stay in an LRU bounded by the KV
+  budget. A request admitted with nothing computed takes the longest cached run of its keys as
+  already computed (short of its last prompt token), so only the rest is prefilled. KV memory is
+  shared as in vLLM: a key's tokens are held once, with a count of the running sequences that use
+  them (a sequence holds its hit keys from admission and the rest of its chain once its prompt is
+  computed), and only a sequence's tokens beyond its held keys are its own. The shared prompt of
+  many conversations (a system prompt, the tool list) therefore costs memory once. Simplification:
+  the cache works per message, not per 16-token block, so a hit may end inside a block.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ class _Sequence:
     preemptions: int = 0
     aborted: bool = False
     prefix: tuple[tuple[Hashable, int], ...] = ()
-    cached: int = 0
+    held: int = 0  # how many keys of `prefix` (from the start) this sequence holds
+    covered: int = 0  # prompt tokens those keys cover (KV charged to the keys, not to the sequence)
 
     def remaining(self) -> int:
         return self.prompt_tokens + self.generated - self.computed
@@ -122,6 +126,8 @@ class EngineCore:
         # prefix key -> tokens that key's segment adds; LRU order (oldest first), bounded by the KV budget
         self._prefix_cache: OrderedDict[Hashable, int] = OrderedDict()
         self._prefix_cache_tokens = 0
+        # prefix key -> [running sequences holding it, KV blocks charged for it]
+        self._holds: dict[Hashable, list[int]] = {}
 
     # ----------------------------------------------------------------------------- requests
 
@@ -216,19 +222,55 @@ class EngineCore:
     def _free(self, seq: _Sequence) -> None:
         self._free_blocks += seq.blocks
         seq.blocks = 0
+        for key, _ in seq.prefix[: seq.held]:
+            hold = self._holds[key]
+            hold[0] -= 1
+            if hold[0] == 0:
+                self._free_blocks += hold[1]
+                del self._holds[key]
+        seq.held = seq.covered = 0
 
     def _blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.profile.block_size)
 
-    def _cached_prefix(self, seq: _Sequence) -> int:
-        """Prompt tokens of `seq` already in the prefix cache (whole blocks, never the last token)."""
-        hit = 0
+    def _segments(self, seq: _Sequence, start: int, stop: int) -> list[tuple[Hashable, int]]:
+        """(key, tokens of its segment) for keys start..stop-1 of the sequence's chain."""
+        before = seq.prefix[start - 1][1] if start > 0 else 0
+        out = []
+        for key, upto in seq.prefix[start:stop]:
+            out.append((key, upto - before))
+            before = upto
+        return out
+
+    def _hit(self, seq: _Sequence) -> int:
+        """How many keys of the chain, from the start, are cached (never reaching the last prompt token)."""
+        n = 0
         for key, upto in seq.prefix:
-            if key not in self._prefix_cache:
+            if key not in self._prefix_cache or upto >= seq.prompt_tokens:
                 break
-            hit = upto
-        block = self.profile.block_size
-        return max(0, min(hit, seq.prompt_tokens - 1) // block * block)
+            n += 1
+        return n
+
+    def _new_key_blocks(self, seq: _Sequence, start: int, stop: int) -> int:
+        """Blocks that holding keys start..stop-1 would add (keys nobody holds yet)."""
+        return sum(self._blocks_for(t) for key, t in self._segments(seq, start, stop) if key not in self._holds)
+
+    def _hold(self, seq: _Sequence, stop: int) -> None:
+        """Hold keys up to `stop` (they cover the prompt up to that key's end); charges new keys' blocks."""
+        for key, tokens in self._segments(seq, seq.held, stop):
+            hold = self._holds.get(key)
+            if hold is None:
+                blocks = self._blocks_for(tokens)
+                self._holds[key] = [1, blocks]
+                self._free_blocks -= blocks
+            else:
+                hold[0] += 1
+        if stop > seq.held:
+            seq.held = stop
+            seq.covered = seq.prefix[stop - 1][1]
+
+    def _own_blocks(self, seq: _Sequence, computed: int) -> int:
+        return self._blocks_for(max(computed - seq.covered, 0))
 
     def _remember_prefix(self, seq: _Sequence) -> None:
         cache, before = self._prefix_cache, 0
@@ -272,7 +314,7 @@ class EngineCore:
         while i < len(self._running) and budget > 0:
             seq = self._running[i]
             n = min(seq.remaining(), budget)
-            need = self._blocks_for(seq.computed + n) - seq.blocks
+            need = self._own_blocks(seq, seq.computed + n) - seq.blocks
             preempted_self = False
             while need > self._free_blocks:
                 victim = self._running.pop()
@@ -295,17 +337,18 @@ class EngineCore:
         if not preempted:
             while self._waiting and budget > 0 and len(self._running) < profile.max_num_seqs:
                 seq = self._waiting[0]
-                if seq.computed == 0 and seq.prefix:
-                    seq.cached = self._cached_prefix(seq)
-                    seq.computed = seq.cached
-                n = min(seq.remaining(), budget)
-                need = self._blocks_for(seq.computed + n) - seq.blocks
+                hit = self._hit(seq) if seq.computed == 0 and seq.prefix else 0
+                begin = seq.prefix[hit - 1][1] if hit else seq.computed
+                n = min(seq.prompt_tokens + seq.generated - begin, budget)
+                covered = begin if hit else seq.covered
+                need = self._blocks_for(max(begin + n - covered, 0)) - seq.blocks + self._new_key_blocks(seq, 0, hit)
                 if need > self._free_blocks:
-                    seq.computed -= seq.cached  # not admitted: it looks the cache up again next time
-                    seq.cached = 0
                     break
-                self.stats.cached_tokens += seq.cached
-                seq.cached = 0
+                if hit:
+                    self._hold(seq, hit)
+                    seq.computed = begin
+                    self.stats.cached_tokens += begin
+                    need = self._own_blocks(seq, begin + n) - seq.blocks
                 self._waiting.popleft()
                 self._running.append(seq)
                 self._free_blocks -= need
@@ -344,6 +387,13 @@ class EngineCore:
             seq.computed += n
             if seq.prefix and before < seq.prompt_tokens <= seq.computed:
                 self._remember_prefix(seq)
+                # its prompt's KV is now the keys' (shared); what is left is its own
+                own = seq.blocks
+                self._free_blocks += own
+                seq.blocks = 0
+                self._hold(seq, len(seq.prefix))
+                seq.blocks = self._own_blocks(seq, seq.computed)
+                self._free_blocks -= seq.blocks
             if seq.computed == seq.prompt_tokens + seq.generated:
                 seq.generated += 1
                 emitted.append(seq.request_id)

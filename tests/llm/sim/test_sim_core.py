@@ -173,8 +173,7 @@ def test_prefix_cache_skips_a_shared_prompt_prefix(h100: SimProfile) -> None:
     total = count_chat_tokens(first) + count_chat_tokens(second)
     assert spent["off"][:2] == (total, 0)
     computed, hit, _ = spent["on"]
-    block = h100.block_size
-    assert hit == chat_prefix_chain(first)[-1][1] // block * block  # all of the first prompt, whole blocks
+    assert hit == chat_prefix_chain(first)[-1][1]  # all of the first prompt's messages
     assert computed + hit == total
     assert spent["on"][2] < spent["off"][2]  # less prefill, less time
 
@@ -182,12 +181,53 @@ def test_prefix_cache_skips_a_shared_prompt_prefix(h100: SimProfile) -> None:
 def test_prefix_cache_is_bounded_by_the_kv_budget(h100: SimProfile) -> None:
     small = h100.replace(enable_prefix_caching=True, kv_cache_tokens=4096)
     core = EngineCore(small)
-    for i in range(5):  # five unrelated 1,500-token prompts; the cache keeps at most 4,096 tokens
-        core.add(i, 1500, 2, prefix=[(f"p{i}", 1500)])
+    for i in range(5):  # five unrelated prompts whose first 1,400 tokens are a cacheable message
+        core.add(i, 1500, 2, prefix=[(f"p{i}", 1400)])
         drain(core)
     assert core._prefix_cache_tokens <= 4096
-    core.add("again-0", 1500, 2, prefix=[("p0", 1500)])  # the oldest was evicted: no hit
+    core.add("again-0", 1500, 2, prefix=[("p0", 1400)])  # the oldest was evicted: no hit
     drain(core)
-    core.add("again-4", 1500, 2, prefix=[("p4", 1500)])  # the newest is still there
+    assert core.stats.cached_tokens == 0
+    core.add("again-4", 1500, 2, prefix=[("p4", 1400)])  # the newest is still there
     drain(core)
-    assert core.stats.cached_tokens == 1488  # 1,500 short of the last token, in whole 16-token blocks
+    assert core.stats.cached_tokens == 1400
+
+
+def test_a_shared_prefix_holds_kv_memory_once(h100: SimProfile) -> None:
+    """Many conversations behind one long system prompt: its KV is held once, as vLLM shares blocks."""
+    shared = [("system", 4000)]
+    usage = {}
+    for caching in (False, True):
+        core = EngineCore(h100.replace(enable_prefix_caching=caching))
+        core.add("warm", 4100, 1, prefix=[*shared, ("warm-q", 4090)])
+        drain(core)
+        for i in range(20):
+            core.add(i, 4100, 50, prefix=[*shared, (f"q{i}", 4090)])
+        for _ in range(5):
+            core.step()
+        usage[caching] = core.kv_usage
+        drain(core)
+        assert core.kv_usage == 0.0  # every block (own and shared) comes back
+        assert not core._holds
+    assert usage[True] < usage[False] / 5
+
+
+def test_prefix_caching_keeps_its_books_under_preemption(h100: SimProfile) -> None:
+    """Random multi-turn conversations on a KV budget small enough to preempt: every block comes back."""
+    import random
+
+    rng = random.Random(7)
+    core = EngineCore(h100.replace(enable_prefix_caching=True, kv_cache_tokens=12_000))
+    chains: dict[int, list[tuple[str, int]]] = {c: [("sys", 3000)] for c in range(12)}
+    rid = 0
+    for _turn in range(6):
+        for conv, chain in chains.items():
+            chain.append((f"{conv}-{len(chain)}", chain[-1][1] + rng.randint(50, 900)))
+            core.add(rid, chain[-1][1] + 4, rng.randint(1, 400), prefix=list(chain))
+            rid += 1
+        for _ in range(rng.randint(1, 40)):
+            core.step()
+            assert core._free_blocks >= 0
+        drain(core)
+    assert core.stats.preemptions > 0 and core.stats.cached_tokens > 0
+    assert core.kv_usage == 0.0 and not core._holds and core.stats.finished == rid
