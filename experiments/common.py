@@ -10,8 +10,11 @@ the move is reported.
 
 from __future__ import annotations
 
+import csv
+import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +48,38 @@ def backend_labels(
         "replicas": replicas,
         **({"sim": info} if info else {}),
     }
+
+
+def sim_mark(m: dict[str, Any]) -> str:
+    """The label a simulated figure carries in every table."""
+    return " (SIMULATED)" if m.get("simulated") else ""
+
+
+def hms(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def read_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """Every row of a run directory's output files."""
+    out: list[dict[str, Any]] = []
+    for path in sorted(Path(run_dir).glob("output*.jsonl")):
+        with open(path, encoding="utf-8") as fh:
+            out.extend(json.loads(line) for line in fh if line.strip())
+    return out
+
+
+def write_table(out: Path, title: str, header: list[str], rows: list[list[str]], notes: Sequence[str] = ()) -> str:
+    """A table as `out.csv` and `out.md` (title, table, notes); returns the Markdown."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if notes:
+        lines += ["", *notes]
+    text = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(text)
+    return text

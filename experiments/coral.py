@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.common import backend_labels, fresh
+from experiments.common import backend_labels, fresh, hms
 from matrix.cases import coral
 from matrix.runtime.config import RunConfig
 from matrix.runtime.report import write_json
@@ -254,11 +254,6 @@ PAPER_T1 = {  # ../shared/paper/matrix_paper_tables.csv, Table 1 (paper v2): bas
 }
 
 
-def _hms(seconds: float) -> str:
-    s = round(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 def table1(pair: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Paper Table 1's rows for a matched pair: ours beside the paper's, simulated figures marked."""
     base, ours = pair[CONTROLLER], pair[P2P]
@@ -274,7 +269,7 @@ def table1(pair: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]
     header = ["metric", "coral controller (ours)", "matrix P2P (ours)", "coral controller (paper)", "matrix (paper)"]
     b, o = base, ours
     rows = [
-        [f"runtime ({unit}){mark}", _hms(b["measured_seconds"]), _hms(o["measured_seconds"]), *PAPER_T1["runtime"]],
+        [f"runtime ({unit}){mark}", hms(b["measured_seconds"]), hms(o["measured_seconds"]), *PAPER_T1["runtime"]],
         ["concurrent tasks", str(base.get("concurrency")), str(ours.get("concurrency")), *PAPER_T1["concurrent_tasks"]],
         ["trajectories", str(base["trajectories"]), str(ours["trajectories"]), *PAPER_T1["trajectories"]],
         ["agreement correctness [95% CI]", ac(base), ac(ours), *PAPER_T1["agreement_correctness"]],

@@ -18,7 +18,6 @@ and a sink actor, and this machine has two cores). Every twin figure is SIMULATE
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.common import backend_labels, fresh
+from experiments.common import backend_labels, fresh, hms, read_rows, sim_mark, write_table
 from matrix.cases import natural_reasoning as nr
 from matrix.runtime.config import RunConfig
 from matrix.runtime.report import write_json
@@ -168,14 +167,6 @@ def run_dir_for(root: Path, system: str, run_id: str) -> Path:
     return root / CASE / system / run_id
 
 
-def read_rows(run_dir: Path) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for path in sorted(run_dir.glob("output*.jsonl")):
-        with open(path, encoding="utf-8") as fh:
-            out.extend(json.loads(line) for line in fh if line.strip())
-    return out
-
-
 def _finish(run_dir: Path, metrics: dict[str, Any], labels: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     metrics.update(labels)
     metrics["quality"] = nr.quality(read_rows(run_dir))
@@ -270,15 +261,6 @@ def run_batch(
 # ------------------------------------------------------------------------------------------ tables
 
 
-def _sim(m: dict[str, Any]) -> str:
-    return " (SIMULATED)" if m.get("simulated") else ""
-
-
-def _hms(seconds: float) -> str:
-    s = round(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 def _sim_seconds(m: dict[str, Any]) -> float:
     """Run time in the replicas' clock: `measured_seconds` is already wall time x time scale."""
     return float(m["measured_seconds"])
@@ -287,21 +269,6 @@ def _sim_seconds(m: dict[str, Any]) -> float:
 def tokens_per_second(m: dict[str, Any]) -> float:
     """Completion tokens per second of the replicas' clock (simulated seconds for sim runs)."""
     return float(m["tokens_per_second"])
-
-
-def _write(out: Path, title: str, header: list[str], rows: list[list[str]], notes: Sequence[str] = ()) -> str:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".csv"), "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    if notes:
-        lines += ["", *notes]
-    text = "\n".join(lines) + "\n"
-    out.with_suffix(".md").write_text(text)
-    return text
 
 
 def table7(m: dict[str, Any], out: Path) -> str:
@@ -315,7 +282,7 @@ def table7(m: dict[str, Any], out: Path) -> str:
     notes = [f"Ours: {m['system']} run of {q['documents']:,} documents on {m.get('hardware', '')}."]
     if m.get("simulated"):
         notes.append("* SIMULATED: the model decisions come from the sim behaviour calibrated to the paper's rates.")
-    return _write(
+    return write_table(
         out, "NaturalReasoning funnel, paper Table 7 layout", ["outcome", "documents", "ours %", "paper %"], rows, notes
     )
 
@@ -335,24 +302,24 @@ def table8(points: Sequence[dict[str, Any]], out: Path) -> str:
             [
                 str(paper_setting),
                 str(twin_setting),
-                f"{tps:,.1f}{_sim(m)}",
+                f"{tps:,.1f}{sim_mark(m)}",
                 f"{tps / base:.2f}",
                 f"{PAPER_T8[paper_setting]:.2f}",
             ]
         )
     header = ["paper setting (P, T, A)", "ours (P, T, A)", "tokens/s", "ours normalized", "paper normalized"]
     notes = ["P: data partitions; T: concurrent tasks per partition; A: instances per agent role."]
-    return _write(out, "NaturalReasoning parallelism, paper Table 8 layout", header, rows, notes)
+    return write_table(out, "NaturalReasoning parallelism, paper Table 8 layout", header, rows, notes)
 
 
 def table9(p2p: dict[str, Any], batch: dict[str, Any], out: Path) -> str:
     """Both systems at their best: the paper's Table 9 rows, ours beside the paper's."""
-    s = _sim(p2p)
+    s = sim_mark(p2p)
 
     def cells(m: dict[str, Any]) -> list[str]:
         q = m["quality"]
         return [
-            _hms(_sim_seconds(m)) + s,
+            hms(_sim_seconds(m)) + s,
             f"{m['concurrency']:,} {tuple(m.get('parallelism') or ())}",
             f"{q['documents']:,}",
             f"{q['questions']:,}",
@@ -374,7 +341,7 @@ def table9(p2p: dict[str, Any], batch: dict[str, Any], out: Path) -> str:
     rows.append(["speedup (tokens/s)" + s, "1.0x", f"{speedup:.2f}x", "1.0x", f"{PAPER_SPEEDUP}x"])
     header = ["", "Ray Data (ours)", "Matrix P2P (ours)", "Ray Data (paper)", "Matrix (paper)"]
     notes = [f"Ours on {p2p.get('hardware', '')}; both systems on the same replicas, documents and decisions."]
-    return _write(out, "NaturalReasoning P2P vs Ray Data, paper Table 9 layout", header, rows, notes)
+    return write_table(out, "NaturalReasoning P2P vs Ray Data, paper Table 9 layout", header, rows, notes)
 
 
 # ------------------------------------------------------------------------------------------ drivers
@@ -416,7 +383,7 @@ def best(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def sweep_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
     return [
         f"- {m['system']} at {tuple(m.get('parallelism') or ())} (concurrency {m['concurrency']}): "
-        f"{tokens_per_second(m):,.1f} tokens/s{_sim(m)}, {m['quality']['documents']:,} documents, "
+        f"{tokens_per_second(m):,.1f} tokens/s{sim_mark(m)}, {m['quality']['documents']:,} documents, "
         f"{m['quality']['questions']:,} questions"
         for m in runs
     ]
