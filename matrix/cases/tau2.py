@@ -330,7 +330,7 @@ class _Tau2LLMRole(LLMAgent):
             body["tools"] = [t.openai_schema for t in tools]
             body["tool_choice"] = "auto"
         extra = dict(self.config.get("extra_body") or {})
-        usage, content, calls, problem = Usage(), None, None, None
+        usage, content, calls, problem, reasoning = Usage(), None, None, None, None
         for _ in range(self.retries + 1):  # tau2 retries a reply that has neither text nor tool calls
             try:
                 response = await self.llm.chat(chat, role=self.role, **body, **extra)
@@ -340,12 +340,16 @@ class _Tau2LLMRole(LLMAgent):
                 return message
             usage.add(response.get("usage"))
             content, calls, problem = _parse_reply(response, self.kind)
+            reasoning = ((response.get("choices") or [{}])[0].get("message") or {}).get("reasoning_content")
             if problem or calls or (content and content.strip()):
                 break
         msg = self.build(
             content, calls, {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
         )
-        message.turns.append(Turn(self.kind, _dump(msg), usage))
+        record = _dump(msg)
+        if reasoning:  # a reasoning model's reasoning is part of the data; tau2's message model ignores it
+            record["reasoning_content"] = reasoning
+        message.turns.append(Turn(self.kind, record, usage))
         route = message.route
         route["tau2_steps"] = int(route.get("tau2_steps", 0)) + 1
         if problem:

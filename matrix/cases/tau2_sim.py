@@ -75,7 +75,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from matrix.llm.sim.behaviour import Reply, apply_limits, register_behaviour, request_digest
+from matrix.llm.sim.behaviour import Reply, apply_limits, filler_tokens, register_behaviour, request_digest
 from matrix.llm.sim.tokens import count_text_tokens
 
 if TYPE_CHECKING:
@@ -453,9 +453,15 @@ class Tau2Behaviour:
                 "function": {"name": name, "arguments": json.dumps(args)},
             }
             visible = count_text_tokens(json.dumps(tc["function"])) + 3
-            return Reply(None, max(hidden, visible), "tool_calls", (tc,))
+            return Reply(None, max(hidden, visible), "tool_calls", (tc,), self._reasoning(rng, hidden - visible))
         body = text if text and text.strip() else WRAP_UP
-        return Reply(body, max(hidden, count_text_tokens(body)), "stop")
+        visible = count_text_tokens(body)
+        return Reply(body, max(hidden, visible), "stop", (), self._reasoning(rng, hidden - visible))
+
+    def _reasoning(self, rng: random.Random, tokens: int) -> str | None:
+        """gpt-oss returns its reasoning beside the answer (vLLM's `reasoning_content`): filler text of the
+        hidden tokens' length, so that stored trajectories weigh what real ones weigh."""
+        return filler_tokens(rng, tokens) if tokens > 0 else None
 
     # ----------------------------------------------------------------------------------------- user
 

@@ -190,6 +190,10 @@ def test_both_systems_send_identical_requests_and_get_identical_trajectories(tmp
     rewards = {r["task_id"]: case.reward_of(r) for r in rows}
     assert rewards == {r["task_id"]: case.reward_of(r) for r in base_rows}
     assert all(r["status"] == "done" for r in rows) and p2p["tasks_failed"] == 0
+    # gpt-oss's reasoning comes back beside the answer; both systems keep it with the trajectory
+    assert any("reasoning_content" in (t["content"] or {}) for r in rows for t in r["turns"] if t["role"] != "tool")
+    saved = json.loads((tmp_path / "threads" / "tau2_results.json").read_text())["simulations"]
+    assert any("reasoning_content" in json.dumps(m.get("raw_data") or {}) for sim in saved for m in sim["messages"])
     rescored = case.rescore(rows, "telecom")
     assert {k[0]: v for k, v in rescored.items()} == rewards
     assert stats["acquired"] == stats["released"] > 0 and stats["active"] == 0

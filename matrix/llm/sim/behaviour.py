@@ -27,12 +27,17 @@ from matrix.llm.sim.tokens import count_text_tokens, token_pieces
 
 @dataclass(frozen=True)
 class Reply:
-    """A model reply: text and/or tool calls, its completion tokens and why it ended."""
+    """A model reply: text and/or tool calls, its completion tokens and why it ended.
+
+    `reasoning_content` is the reasoning a reasoning model returns beside its answer (vLLM's field
+    for gpt-oss and similar); its tokens are part of `completion_tokens`.
+    """
 
     content: str | None
     completion_tokens: int
     finish_reason: str = "stop"
     tool_calls: tuple[dict[str, Any], ...] = ()
+    reasoning_content: str | None = None
 
     def __post_init__(self) -> None:
         if self.completion_tokens < 1:

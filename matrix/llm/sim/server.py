@@ -408,6 +408,8 @@ async def _generate(
     body = _envelope(app, rid, "chat.completion" if chat else "text_completion", parsed)
     if chat:
         message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        if reply.reasoning_content is not None:
+            message["reasoning_content"] = reply.reasoning_content
         if reply.tool_calls:
             message["tool_calls"] = _tool_calls(reply)
         choice: dict[str, Any] = {
