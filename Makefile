@@ -14,7 +14,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export WANDB_MODE ?= offline
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-fast lint bench bench-serving bench-runtime calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin reproduce-nr reproduce-nr-small reproduce-nr-twin
+.PHONY: setup demo test test-fast lint bench bench-serving bench-runtime calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin reproduce-nr reproduce-nr-small reproduce-nr-twin reproduce-tau2 reproduce-tau2-small reproduce-tau2-twin bench-tau2-rewrite
 
 setup: $(STAMP)
 
@@ -106,3 +106,22 @@ reproduce-nr-small: setup
 # (workers, batch size); Tables 7-9 from each system's best run.
 reproduce-nr-twin: setup
 	$(PY) -m experiments.nr twin --docs $(NR_DOCS) --t8-docs $(NR_T8_DOCS)
+
+# Tau2-bench (paper Table 10): P2P vs tau2's own threaded runner, telecom, same replicas and tasks.
+reproduce-tau2: reproduce-tau2-small reproduce-tau2-twin
+
+# (a) real: both systems on the embedded vLLM-CPU model, 4 mock tasks (a plumbing check: the tiny
+# model rarely calls a tool or ends the conversation).
+reproduce-tau2-small: setup
+	$(PY) -m experiments.tau2 small --tasks 4
+
+# (b) SIMULATED twin: 4 x h100-gpt-oss-120b sim replicas (prefix caching on), 114 telecom tasks x 2
+# trials per run; the baseline at 33 and 100 threads, P2P at 100 concurrent tasks (25 per replica,
+# the paper's 27); about 30 minutes. See REPRODUCE.md for the scale.
+reproduce-tau2-twin: setup
+	$(PY) -m experiments.tau2 twin --replicas 4 --trials 2 --threads 33,100 --p2p-concurrency 100
+
+# What tau2's per-simulation results-file rewrite costs as a run grows (needs a baseline run's file).
+TAU2_RESULTS ?= results/runs/tau2/tau2-threads/twin-c100/tau2_results.json
+bench-tau2-rewrite: setup
+	$(PY) scripts/bench_tau2_rewrite.py --results $(TAU2_RESULTS)

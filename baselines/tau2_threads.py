@@ -165,7 +165,7 @@ def run_threads(cfg: ThreadsConfig) -> dict[str, Any]:
     original = llm_utils.completion
     llm_utils.completion = spread
     started = time.time()
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     try:
         results = run_tasks(
             domain=cfg.settings.domain,
@@ -191,7 +191,7 @@ def run_threads(cfg: ThreadsConfig) -> dict[str, Any]:
         from loguru import logger
 
         logger.remove()  # run_tasks adds a print handler; take it away again
-    wall = time.monotonic() - t0
+    wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
     sink = SinkWriter(cfg.run_dir / "output.jsonl", flush_every=1024)
     metrics = Metrics()
     for sim in results.simulations:
@@ -213,6 +213,10 @@ def run_threads(cfg: ThreadsConfig) -> dict[str, Any]:
             "quality": case.quality(rows),
             "threads": cfg.max_concurrency,
             "llm_calls": spread.calls,
+            # the runner is one Python process: its CPU time (all threads) per call shows how close it runs to
+            # the one core the GIL allows it
+            "runner_cpu_seconds": cpu,
+            "runner_cpu_per_llm_call_ms": 1000 * cpu / spread.calls if spread.calls else None,
             "results_file_bytes": results_file.stat().st_size if results_file.exists() else 0,
             "rewrite_results": cfg.rewrite_results,
         },

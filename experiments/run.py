@@ -137,7 +137,67 @@ def run_nr(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-CASES: dict[str, Callable[[DictConfig], dict[str, Any]]] = {"coral": run_coral, "natural_reasoning": run_nr}
+def run_tau2(cfg: DictConfig) -> dict[str, Any]:
+    from experiments import tau2 as tau2_exp
+    from matrix.cases import tau2
+
+    case, be = cfg.case, cfg.backend
+    if cfg.system not in ("pair", *tau2_exp.SYSTEMS):
+        raise ValueError(f"system must be pair, {' or '.join(tau2_exp.SYSTEMS)}; got {cfg.system!r}")
+    if be.name == "vllm-cpu":
+        base = tau2_exp.SMALL_MODEL_SETTINGS
+        settings = tau2.Tau2Settings(
+            domain=str(case.domain), max_steps=min(int(case.max_steps), base.max_steps), max_tokens=base.max_tokens
+        )
+        models_kw: dict[str, Any] = {}
+    else:
+        settings = tau2.Tau2Settings(domain=str(case.domain), max_steps=int(case.max_steps))
+        models_kw = {
+            "replicas": int(case.replicas),
+            "profile": str(case.profile),
+            "time_scale": float(be.get("time_scale", 1.0)),
+            "behaviour_config": {"domain": str(case.domain)},
+        }
+    tasks = tau2.load_tasks(settings.domain, limit=None if case.limit is None else int(case.limit))
+    run_id = cfg.run_id or time.strftime("%Y%m%d-%H%M%S")
+    root = Path(cfg.run_root)
+    runs: dict[str, list[dict[str, Any]]] = {tau2_exp.P2P: [], tau2_exp.THREADS: []}
+    with tau2_exp.start_models(be.name, **models_kw) as models:
+        if cfg.system in ("pair", tau2_exp.THREADS):
+            for n in _windows(case.threads):
+                d = tau2_exp.run_dir_for(root, tau2_exp.THREADS, f"{run_id}-c{n}")
+                runs[tau2_exp.THREADS].append(
+                    tau2_exp.run_threads(models, d, settings=settings, tasks=tasks, trials=int(case.trials), threads=n)
+                )
+        if cfg.system in ("pair", tau2_exp.P2P):
+            for n in _windows(case.concurrency):
+                d = tau2_exp.run_dir_for(root, tau2_exp.P2P, f"{run_id}-c{n}")
+                runs[tau2_exp.P2P].append(
+                    tau2_exp.run_p2p(
+                        models, d, settings=settings, tasks=tasks, trials=int(case.trials), concurrency=n,
+                        tool_servers=int(case.tool_servers), sessions_per_server=int(case.sessions_per_server),
+                        sandbox=str(case.sandbox), progress=bool(cfg.progress),
+                    )
+                )  # fmt: skip
+    every = [*runs[tau2_exp.THREADS], *runs[tau2_exp.P2P]]
+    print("\n".join(tau2_exp.summary_line(m) for m in every), file=sys.stderr)
+    result: dict[str, Any] = {}
+    if runs[tau2_exp.P2P] and runs[tau2_exp.THREADS]:
+        best = {k: max(v, key=lambda m: float(m["tokens_per_second"])) for k, v in runs.items()}
+        if cfg.table:
+            out = Path(cfg.table) / "table10_tau2"
+            print(tau2_exp.table10(best[tau2_exp.THREADS], best[tau2_exp.P2P], out, notes=[
+                "Every run (the table takes each system's best):", "", *(tau2_exp.summary_line(m) for m in every)
+            ]))  # fmt: skip
+        result = best
+    return result
+
+
+CASES: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
+    "coral": run_coral,
+    "natural_reasoning": run_nr,
+    "tau2": run_tau2,
+}
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)

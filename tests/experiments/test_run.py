@@ -18,10 +18,12 @@ def cfg(*overrides: str):  # type: ignore[no-untyped-def]
         return compose(config_name="config", overrides=list(overrides))
 
 
-def test_both_cases_compose_and_are_dispatched() -> None:
+def test_every_case_composes_and_is_dispatched() -> None:
     c = cfg("case=nr", "backend=sim")
     assert c.case.name == "natural_reasoning" and list(c.case.parallelism) == [1, 16, 1]
-    assert set(run.CASES) == {"coral", "natural_reasoning"} and cfg().case.name == "coral"
+    t = cfg("case=tau2", "backend=sim", "case.threads=[33,100]")
+    assert t.case.name == "tau2" and t.case.domain == "telecom" and run._windows(t.case.threads) == [33, 100]
+    assert set(run.CASES) == {"coral", "natural_reasoning", "tau2"} and cfg().case.name == "coral"
 
 
 def test_parallelism_points_and_sweeps() -> None:
@@ -34,3 +36,8 @@ def test_parallelism_points_and_sweeps() -> None:
 def test_unknown_system_is_refused_before_any_server_starts() -> None:
     with pytest.raises(ValueError, match="system must be pair, matrix or ray-data; got 'coral-controller'"):
         run.run_nr(cfg("case=nr", "system=coral-controller"))
+
+
+def test_tau2_refuses_an_unknown_system_before_any_server_starts() -> None:
+    with pytest.raises(ValueError, match="system must be pair, matrix or tau2-threads; got 'ray-data'"):
+        run.run_tau2(cfg("case=tau2", "system=ray-data"))
