@@ -117,7 +117,7 @@ reproduce-tau2-small: setup
 
 # (b) SIMULATED twin: 4 x h100-gpt-oss-120b sim replicas (prefix caching on), 114 telecom tasks x 2
 # trials per run; the baseline at 33 and 100 threads, P2P at 100 concurrent tasks (25 per replica,
-# the paper's 27); about 30 minutes. See REPRODUCE.md for the scale.
+# the paper's 27); about 40 minutes. See REPRODUCE.md for the scale.
 reproduce-tau2-twin: setup
 	$(PY) -m experiments.tau2 twin --replicas 4 --trials 2 --threads 33,100 --p2p-concurrency 100
 
