@@ -49,7 +49,14 @@ GREETING = "Hi! How can I help you today?"  # tau2's DEFAULT_FIRST_AGENT_MESSAGE
 STOPS = ("user_stop", "agent_stop")
 # tau2's TerminationReason values, plus the machinery's own endings (which get no reward).
 TAU2_ENDINGS = ("user_stop", "agent_stop", "max_steps", "too_many_errors", "agent_error", "user_error")
-INFRA_ENDINGS = ("tool_server_crashed", "tool_server_hung", "tool_server_lost_lease", "tool_server_error", "llm_error")
+INFRA_ENDINGS = (
+    "tool_server_crashed",
+    "tool_server_hung",
+    "tool_server_lost_lease",
+    "tool_server_error",
+    "llm_error",
+    "internal_error",
+)
 
 
 def import_tau2() -> Any:
@@ -317,9 +324,15 @@ class _Tau2LLMRole(LLMAgent):
         raise NotImplementedError
 
     async def step(self, message: Message) -> Message:
+        resolved = await self.history(message)  # a lost payload raises here: the runtime replays the task
+        try:
+            return await self._respond(message, tau2_messages([Turn(r, c) for r, c in resolved]))
+        except Exception as exc:  # a bug or a malformed record: end the task through `reward`, which frees its lease
+            return _internal_error(message, self.role, exc)
+
+    async def _respond(self, message: Message, history: list[Any]) -> Message:
         from tau2.utils.llm_utils import to_litellm_messages
 
-        history = tau2_messages([Turn(r, c) for r, c in await self.history(message)])
         system_and_history, tools = self.request(history, message)
         # litellm leaves out null fields (`content` of a tool-call turn, `tool_calls` of a text turn); so do
         # we, so that both systems send byte-identical requests
@@ -371,6 +384,12 @@ class _Tau2LLMRole(LLMAgent):
 
     def is_stop(self, msg: Any) -> bool:
         return False
+
+
+def _internal_error(message: Message, role: str, exc: Exception) -> Message:
+    message.route["termination"] = "internal_error"
+    message.route["detail"] = f"role {role!r}: {type(exc).__name__}: {exc}"
+    return message
 
 
 def _tau2_task(message: Message) -> str:
@@ -521,10 +540,16 @@ class ToolAgent(Agent):
         self.pool = _PoolHandle(str(self.config.get("pool", "tau2_tools")))
 
     async def step(self, message: Message) -> Message:
+        calls = (await self.resolve(message.turns[-1].content) or {}).get("tool_calls") or []
+        try:
+            return await self._run(message, calls)
+        except Exception as exc:  # end the task through `reward`, which frees its lease
+            return _internal_error(message, self.role, exc)
+
+    async def _run(self, message: Message, calls: list[dict[str, Any]]) -> Message:
         from matrix.tools.pool import Lease, ToolServerError, call_tool
 
         route = message.route
-        calls = (await self.resolve(message.turns[-1].content) or {}).get("tool_calls") or []
         caller = route.get("from", "assistant")
         if route.get("lease") is None:
             try:

@@ -263,3 +263,27 @@ def test_a_tool_server_that_dies_or_hangs_ends_its_tasks_with_a_status_not_the_r
     if fault == "hang":
         with pytest.raises(ProcessLookupError):  # the pool killed the hung server it had started
             os.kill(hit["pid"], 0)
+
+
+@pytest.mark.slow
+def test_an_unexpected_error_in_a_role_ends_its_task_and_frees_its_tool_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug that raises inside a role must not leak the task's tool session: with every slot leaked,
+    later tasks would wait for a lease forever."""
+    original = case.AssistantAgent.request
+
+    def broken(self: Any, history: list[Any], message: Any) -> Any:
+        if any(getattr(m, "role", None) == "tool" for m in history):
+            raise RuntimeError("boom after a tool result")
+        return original(self, history, message)
+
+    monkeypatch.setattr(case.AssistantAgent, "request", broken)
+    settings = case.Tau2Settings(domain="telecom")
+    tasks = case.load_tasks("telecom")[:6]
+    with sim_server("telecom", "oracle") as url:  # one server with 2 sessions: a leak would stall task 3
+        metrics, rows, stats = asyncio.run(run_p2p_local(url, tasks, tmp_path, settings, concurrency=3, sessions=2))
+    assert len(rows) == 6 and metrics["tasks_failed"] == 6
+    for r in rows:
+        assert r["error"].startswith("internal_error: role 'assistant': RuntimeError: boom after a tool result")
+    assert stats["acquired"] == stats["released"] == 6 and stats["active"] == 0
