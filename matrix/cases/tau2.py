@@ -274,6 +274,9 @@ class _Domain:
             self.user_tools = None
         self.policy = env.get_policy()
         self.tasks = {t.id: t for t in load_tasks(domain)}
+        # tau2 rebuilds a tool's OpenAI schema on every access (about 5 ms per telecom request): build once
+        self.schemas = [t.openai_schema for t in self.tools]
+        self.user_schemas = [t.openai_schema for t in self.user_tools] if self.user_tools else None
 
     @classmethod
     def get(cls, domain: str) -> _Domain:
@@ -317,7 +320,8 @@ class _Tau2LLMRole(LLMAgent):
         self.dom = await asyncio.to_thread(_Domain.get, self.settings.domain)
         self.retries = int(self.config.get("empty_retries", 3))
 
-    def request(self, history: list[Any], message: Message) -> tuple[list[Any], list[Any] | None]:
+    def request(self, history: list[Any], message: Message) -> tuple[list[Any], list[dict[str, Any]] | None]:
+        """tau2's messages for this turn (system prompt first) and the OpenAI schemas of the tools offered."""
         raise NotImplementedError
 
     def build(self, content: str | None, calls: list[Any] | None, usage: dict[str, Any] | None) -> Any:
@@ -340,7 +344,7 @@ class _Tau2LLMRole(LLMAgent):
         body: dict[str, Any] = dict(self.settings.llm_args())
         body["seed"] = message.route.get("trial_seed", self.settings.seed)
         if tools:
-            body["tools"] = [t.openai_schema for t in tools]
+            body["tools"] = tools
             body["tool_choice"] = "auto"
         extra = dict(self.config.get("extra_body") or {})
         usage, content, calls, problem, reasoning = Usage(), None, None, None, None
@@ -415,14 +419,14 @@ class UserSimulatorAgent(_Tau2LLMRole):
 
     kind = "user"
 
-    def request(self, history: list[Any], message: Message) -> tuple[list[Any], list[Any] | None]:
+    def request(self, history: list[Any], message: Message) -> tuple[list[Any], list[dict[str, Any]] | None]:
         from tau2.user.base import is_valid_user_history_message
         from tau2.user.user_simulator import UserSimulator
 
         task = self.dom.tasks[_tau2_task(message)]
         sim = UserSimulator(tools=self.dom.user_tools, instructions=str(task.user_scenario), llm=None)
         state = sim.get_init_state([m for m in history if is_valid_user_history_message(m)])
-        return state.system_messages + state.flip_roles(), self.dom.user_tools
+        return state.system_messages + state.flip_roles(), self.dom.user_schemas
 
     def build(self, content: str | None, calls: list[Any] | None, usage: dict[str, Any] | None) -> Any:
         from tau2.data_model.message import UserMessage
@@ -479,13 +483,13 @@ class AssistantAgent(_Tau2LLMRole):
 
     kind = "assistant"
 
-    def request(self, history: list[Any], message: Message) -> tuple[list[Any], list[Any] | None]:
+    def request(self, history: list[Any], message: Message) -> tuple[list[Any], list[dict[str, Any]] | None]:
         from tau2.agent.base import is_valid_agent_history_message
         from tau2.agent.llm_agent import LLMAgent as Tau2LLMAgent
 
         agent = Tau2LLMAgent(tools=self.dom.tools, domain_policy=self.dom.policy, llm=None)
         state = agent.get_init_state([m for m in history if is_valid_agent_history_message(m)])
-        return state.system_messages + state.messages, self.dom.tools
+        return state.system_messages + state.messages, self.dom.schemas
 
     def build(self, content: str | None, calls: list[Any] | None, usage: dict[str, Any] | None) -> Any:
         from tau2.data_model.message import AssistantMessage

@@ -66,7 +66,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import random
 import re
 import threading
@@ -75,8 +74,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from matrix.cases.tau2 import import_tau2
 from matrix.llm.sim.behaviour import Reply, apply_limits, filler_tokens, register_behaviour, request_digest
-from matrix.llm.sim.tokens import count_text_tokens
+from matrix.llm.sim.tokens import content_text, count_text_tokens
 
 if TYPE_CHECKING:
     from tau2.data_model.simulation import SimulationRun
@@ -131,14 +131,6 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return ""
-
-
 def _hash(*parts: object) -> int:
     blob = "\x00".join(str(p) for p in parts).encode()
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big")
@@ -146,16 +138,6 @@ def _hash(*parts: object) -> int:
 
 def _args_key(args: Mapping[str, Any]) -> str:
     return json.dumps(args, sort_keys=True)
-
-
-def _import_tau2() -> Any:
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    from loguru import logger
-
-    logger.disable("tau2")
-    from tau2.registry import registry
-
-    return registry
 
 
 # ---------------------------------------------------------------------------------------- the task set
@@ -212,7 +194,7 @@ class TaskSet:
     def __init__(self, domain: str) -> None:
         if domain not in DOMAINS:
             raise ValueError(f"tau2 behaviour: domain must be one of {', '.join(DOMAINS)}, got {domain!r}")
-        registry = _import_tau2()
+        registry = import_tau2()
         self.domain = domain
         self.tasks: list[Task] = list(registry.get_tasks_loader(domain)())
         self._env_ctor = registry.get_env_constructor(domain)
@@ -319,7 +301,7 @@ def _calls_of(message: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any]
 
 
 def _results(messages: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    return {str(m.get("tool_call_id")): _text(m.get("content")) for m in messages if m.get("role") == "tool"}
+    return {str(m.get("tool_call_id")): content_text(m.get("content")) for m in messages if m.get("role") == "tool"}
 
 
 def report_text(name: str, args: Mapping[str, Any], result: str) -> str:
@@ -354,7 +336,7 @@ def assistant_events(chat: Sequence[Mapping[str, Any]]) -> list[Call]:
             for cid, name, args in _calls_of(m):
                 events.append(Call(name, args, "assistant", results.get(cid)))
         elif role == "user":
-            for r in _REPORT.finditer(_text(m.get("content"))):
+            for r in _REPORT.finditer(content_text(m.get("content"))):
                 try:
                     args = json.loads(r.group("args"))
                 except json.JSONDecodeError:
@@ -421,7 +403,7 @@ class Tau2Behaviour:
 
     def reply(self, request: Mapping[str, Any], *, seed: int) -> Reply:
         messages = [m for m in request.get("messages") or [] if isinstance(m, Mapping)]
-        system = _text(messages[0].get("content")) if messages and messages[0].get("role") == "system" else ""
+        system = content_text(messages[0].get("content")) if messages and messages[0].get("role") == "system" else ""
         req_seed = request.get("seed")
         traj_seed = req_seed if isinstance(req_seed, int) and not isinstance(req_seed, bool) else seed
         digest = request_digest(request, seed)
@@ -485,9 +467,9 @@ class Tau2Behaviour:
             parts = []
             for m in trailing:
                 name, args = calls.get(str(m.get("tool_call_id")), ("tool", {}))
-                parts.append(report_text(name, args, _text(m.get("content"))))
+                parts.append(report_text(name, args, content_text(m.get("content"))))
             return "\n\n".join(parts), None
-        said = _text(last.get("content"))
+        said = content_text(last.get("content"))
         if len(own) >= MAX_USER_TURNS:
             return f"I have to go now, thanks. {STOP}", None
         requests = parse_requests(said)
@@ -498,7 +480,7 @@ class Tau2Behaviour:
             return f"Sorry, I can't do `{name}` myself; I don't have a way to do that.", None
         if CONFIRM_ASK in said:
             return CONFIRM_YES, None
-        opened = task is not None and any(opening_text(task) in _text(m.get("content")) for m in own)
+        opened = task is not None and any(opening_text(task) in content_text(m.get("content")) for m in own)
         if task is not None and (ASK_DETAILS in said or not opened):
             return opening_text(task), None
         if "transfer" in said.casefold():
@@ -512,9 +494,9 @@ class Tau2Behaviour:
     ) -> tuple[str | None, tuple[str, Mapping[str, Any]] | None]:
         if self.mode == "nothing":
             return NOTHING_TEXT, None
-        user_text = "\n".join(_text(m.get("content")) for m in chat if m.get("role") == "user")
+        user_text = "\n".join(content_text(m.get("content")) for m in chat if m.get("role") == "user")
         candidates = self.tasks.candidates(user_text)
-        asked = sum(1 for m in chat if m.get("role") == "assistant" and ASK_DETAILS in _text(m.get("content")))
+        asked = sum(1 for m in chat if m.get("role") == "assistant" and ASK_DETAILS in content_text(m.get("content")))
         if not candidates:
             if asked:
                 return f"I'm sorry, I could not find what you need. {WRAP_UP}", None
@@ -554,7 +536,7 @@ class Tau2Behaviour:
             1
             for m in chat
             if m.get("role") == "assistant"
-            and request_text(action.name, action.arguments or {}) in _text(m.get("content"))
+            and request_text(action.name, action.arguments or {}) in content_text(m.get("content"))
         )
         if times >= MAX_ASKS:
             return f"It seems we cannot complete this step. {WRAP_UP}", None
@@ -568,7 +550,7 @@ class Tau2Behaviour:
             return False
         if action.name.startswith(WRITE_PREFIXES) or action.name == "transfer_to_human_agents":
             return False
-        return not any(m.get("role") == "assistant" and CONFIRM_ASK in _text(m.get("content")) for m in chat)
+        return not any(m.get("role") == "assistant" and CONFIRM_ASK in content_text(m.get("content")) for m in chat)
 
     def _lookup(self, events: Sequence[Call], user_text: str, tools: set[str]) -> tuple[str, dict[str, Any]] | None:
         """Telecom's customer lookup: by the caller's phone, then their lines until the caller's line."""
@@ -730,7 +712,7 @@ def _run(domain: str, task: Task, seed: int, max_steps: int) -> SimulationRun:
     from tau2.orchestrator.orchestrator import Orchestrator
     from tau2.user.user_simulator import UserSimulator
 
-    registry = _import_tau2()
+    registry = import_tau2()
     environment = registry.get_env_constructor(domain)()
     agent = LLMAgent(
         tools=environment.get_tools(),
