@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Extras this machine can use: the GPU engines where an NVIDIA driver answers, the CPU engine otherwise.
 GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
-EXTRAS ?= $(if $(GPU),vllm,cpu),dev,wandb,tau2
+EXTRAS ?= $(if $(GPU),vllm,cpu),dev,wandb,tau2,slurm
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # Local runs never bind the machine's other addresses (see README, "Networking").
@@ -50,7 +50,7 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy matrix
+	$(VENV)/bin/mypy matrix slurm
 
 bench-serving: setup
 	$(VENV)/bin/matrix bench serving --backend sim --profile a100-llama31-8b

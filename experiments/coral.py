@@ -32,6 +32,8 @@ from matrix.runtime.report import write_json
 P2P = "matrix"
 CONTROLLER = "coral-controller"
 SYSTEMS = (P2P, CONTROLLER)
+# The paper's Coral model (teacher, student and answer extractor), served by `vllm`/`sglang` on GPUs.
+DEFAULT_GPU_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 SIM_BEHAVIOUR = "matrix.cases.coral_sim:CoralBehaviour"
 # Settings for the tiny CPU model: its context is 2,048 tokens, so turns are shorter and fewer
 # than the paper's (1,024 tokens, 20 turns). Everything else is the paper's protocol.
@@ -67,6 +69,8 @@ def start_servers(
     time_scale: float = 1.0,
     dataset: str | None = None,
     length_scale: float = 1.0,
+    model: str | None = None,
+    serve_options: dict[str, Any] | None = None,
 ) -> Iterator[Servers]:
     """Model servers for a pair: `vllm-cpu` (one real engine on this CPU) or `sim` replicas (Ray actors)."""
     if backend == "vllm-cpu":
@@ -99,7 +103,21 @@ def start_servers(
         finally:
             sims.stop()
         return
-    raise ValueError(f"coral pair: backend must be 'vllm-cpu' or 'sim', got {backend!r}")
+    if backend in ("vllm", "sglang"):
+        # GPU replicas on Ray Serve (the paper's serving), on the Ray cluster this job runs on.
+        from matrix.llm.backends import get_backend
+        from matrix.runtime.ray_p2p import ensure_ray
+
+        ensure_ray()
+        with get_backend(backend).start(
+            model=model or DEFAULT_GPU_MODEL, min_replicas=replicas, max_replicas=replicas, **(serve_options or {})
+        ) as server:
+            yield Servers(
+                [server.base_url], server.model, backend, False,
+                hardware=f"{replicas} x {backend} replica(s) of {server.model} on Ray Serve",
+            )  # fmt: skip
+        return
+    raise ValueError(f"coral pair: backend must be 'vllm-cpu', 'sim', 'vllm' or 'sglang', got {backend!r}")
 
 
 def run_dir_for(root: Path, system: str, run_id: str) -> Path:

@@ -8,6 +8,7 @@ baseline and a list for `case.concurrency` sweeps P2P; the table uses each syste
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from experiments import coral as coral_pair
 from matrix.cases import coral
@@ -44,6 +45,8 @@ def run_coral(cfg: DictConfig) -> dict[str, Any]:
         time_scale=float(be.get("time_scale", 1.0)),
         dataset=be.get("dataset"),
         length_scale=float(be.get("length_scale", 1.0)),
+        model=be.get("model"),
+        serve_options=OmegaConf.to_container(be.serve, resolve=True) if be.get("serve") else None,  # type: ignore[arg-type]
     ) as servers:
 
         def sweep(system: str, points: list[int], tag: str, run: Callable[[int, Path], dict[str, Any]]) -> None:
@@ -200,12 +203,52 @@ CASES: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
 }
 
 
-@hydra.main(config_path="conf", config_name="config", version_base=None)
-def main(cfg: DictConfig) -> None:
+def effective_run_id(cfg: DictConfig) -> str:
+    """The run id: the configured one or a timestamp; in a multirun each job adds its number (-n0, -n1...)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    run_id = str(cfg.run_id) if cfg.run_id else time.strftime("%Y%m%d-%H%M%S")
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        run_id += f"-n{HydraConfig.get().job.num}"
+    return run_id
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run the configured case (in a multi-node Slurm job: on a Ray cluster made of the job's nodes)."""
     if cfg.case.name not in CASES:
         raise ValueError(f"case {cfg.case.name!r} is not built yet; available: {', '.join(CASES)}")
+    with open_dict(cfg):
+        cfg.run_id = effective_run_id(cfg)
+    if cfg.cluster.get("scheduler") == "slurm" and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        from slurm.cluster import RaySpec, job_cluster
+        from slurm.settings import slurm_settings
+
+        spec = RaySpec.from_config(cfg.cluster.get("ray"), slurm_settings(cfg.cluster))
+        where = Path(cfg.run_root) / ".ray" / os.environ.get("SLURM_JOB_ID", "job")
+        with job_cluster(where, spec) as driver:
+            if not driver:
+                return {}
+            result = CASES[cfg.case.name](cfg)
+    else:
+        result = CASES[cfg.case.name](cfg)
+    _log_to_wandb(cfg)
+    return result
+
+
+def _log_to_wandb(cfg: DictConfig) -> None:
+    """Every run directory this invocation wrote goes to W&B (offline unless configured otherwise)."""
+    from experiments import tracking
+
+    dirs = tracking.run_dirs_of(Path(cfg.run_root), str(cfg.run_id))
+    extra = {"hydra": OmegaConf.to_container(cfg, resolve=True), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+    tracking.log_runs(dirs, cfg.get("wandb"), extra)
+
+
+@hydra.main(config_path="conf", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> dict[str, Any]:
     print(OmegaConf.to_yaml(cfg), file=sys.stderr)
-    CASES[cfg.case.name](cfg)
+    return run(cfg)
 
 
 if __name__ == "__main__":

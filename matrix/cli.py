@@ -308,7 +308,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("backends", help="list serving backends and sim profiles")
     s.set_defaults(func=cmd_backends)
+    add_plugin_commands(sub)
     return parser
+
+
+def add_plugin_commands(sub: Any) -> None:
+    """Commands that other installed packages register under the `matrix.commands` entry-point group
+    (this distribution's `slurm` package adds `cluster` and `run`); the runtime core imports none of them.
+    A plugin that fails to load is reported on stderr and left out; the other commands still work."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="matrix.commands"):
+        try:
+            ep.load()(sub)
+        except Exception as exc:
+            print(f"matrix: note: command plugin {ep.name!r} ({ep.value}) not loaded: {exc}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -319,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"matrix: error: {exc}", file=sys.stderr)
         return 2
-    except (BackendError, ValueError) as exc:
+    except (BackendError, ValueError, TimeoutError) as exc:
         print(f"matrix: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
     except KeyboardInterrupt:

@@ -19,6 +19,6 @@ def local_ray() -> Iterator[None]:
     local_only()  # collection imported ray already: the variable alone would come too late
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=2, log_to_driver=False)
+    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=2, log_to_driver=False)
     yield
     ray.shutdown()

@@ -40,3 +40,16 @@ def test_console_script_entry_point_runs() -> None:
     )
     assert proc.returncode == 2
     assert "unknown backend 'nope'" in proc.stderr
+
+
+def test_plugin_commands_come_from_entry_points(capsys: pytest.CaptureFixture[str]) -> None:
+    """`cluster` and `run` are registered by the slurm package (entry point group matrix.commands)."""
+    from importlib.metadata import entry_points
+
+    assert {ep.name for ep in entry_points(group="matrix.commands")} >= {"cluster"}
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "cluster" in out and "run" in out
+    assert main(["cluster", "status", "nope", "--root", "/nonexistent-matrix-root"]) == 2
+    assert "no cluster named 'nope'" in capsys.readouterr().err

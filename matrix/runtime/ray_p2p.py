@@ -645,7 +645,10 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
         return
+    # address="local": always a new private instance, never a cluster that `ray start` left on this
+    # machine (ray.init() with no address joins one through /tmp/ray/ray_current_cluster).
     ray.init(
+        address="local",
         _node_ip_address="127.0.0.1",
         include_dashboard=False,
         num_cpus=num_cpus,

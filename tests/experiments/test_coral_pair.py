@@ -87,3 +87,40 @@ def test_real_small_model_pair_quality_is_indistinguishable(tmp_path: Path) -> N
     assert coral.two_proportion_p(a["k"], a["n"], b["k"], b["n"]) > 0.05, (a, b)
     for m in result.values():
         assert m["tasks_lost"] == 0 and m["tokens_generated"] > 0 and m["simulated"] is False
+
+
+def test_gpu_backends_deploy_the_configured_replicas_on_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """backend=vllm|sglang: the Serve backend gets the model and a fixed replica count; Coral talks to its URL."""
+    import matrix.llm.backends as backends
+    import matrix.runtime.ray_p2p as ray_p2p
+
+    calls: list[dict[str, Any]] = []
+
+    class FakeServer:
+        base_url = "http://127.0.0.1:9/llama/v1"
+        model = "meta-llama/Llama-3.1-8B-Instruct"
+
+        def __enter__(self) -> FakeServer:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            calls.append({"stopped": True})
+
+    class FakeBackend:
+        def start(self, **kw: Any) -> FakeServer:
+            calls.append(kw)
+            return FakeServer()
+
+    monkeypatch.setattr(backends, "get_backend", lambda name: FakeBackend())
+    monkeypatch.setattr(ray_p2p, "ensure_ray", lambda: None)
+    with pair.start_servers("vllm", replicas=248, serve_options={"max_ongoing_requests": 150}) as servers:
+        assert servers.urls == [FakeServer.base_url] and servers.backend == "vllm" and not servers.simulated
+        assert "248 x vllm" in servers.hardware
+    assert calls[0] == {"model": pair.DEFAULT_GPU_MODEL, "min_replicas": 248, "max_replicas": 248,
+                        "max_ongoing_requests": 150}  # fmt: skip
+    assert calls[-1] == {"stopped": True}
+    with (
+        pytest.raises(ValueError, match="backend must be 'vllm-cpu', 'sim', 'vllm' or 'sglang', got 'tgi'"),
+        pair.start_servers("tgi"),
+    ):
+        pass

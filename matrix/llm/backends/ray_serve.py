@@ -790,6 +790,7 @@ class _RayServeBackend(Backend):
 
                 local_only()
                 init["_node_ip_address"] = "127.0.0.1"
+                init["address"] = "local"  # a private instance, never one that `ray start` left here
             init.update(ray_init_kwargs or {})
             ray.init(**init)
             started_ray = True

@@ -65,7 +65,7 @@ def local_ray() -> Iterator[None]:
     local_only()
     owned = not ray.is_initialized()
     if owned:
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False)
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False)
     try:
         yield
     finally:

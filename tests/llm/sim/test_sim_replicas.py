@@ -20,7 +20,7 @@ def local_ray() -> Iterator[None]:
     from matrix.runtime.ray_p2p import local_only
 
     local_only()
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=2)
+    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=2)
     try:
         yield
     finally:
