@@ -14,7 +14,8 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export WANDB_MODE ?= offline
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-fast lint bench bench-serving bench-runtime calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin reproduce-nr reproduce-nr-small reproduce-nr-twin reproduce-tau2 reproduce-tau2-small reproduce-tau2-twin bench-tau2-rewrite
+PHONY_SLURM := slurm-up slurm-down
+.PHONY: $(PHONY_SLURM) setup demo test test-fast lint bench bench-serving bench-runtime calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin reproduce-nr reproduce-nr-small reproduce-nr-twin reproduce-tau2 reproduce-tau2-small reproduce-tau2-twin bench-tau2-rewrite
 
 setup: $(STAMP)
 
@@ -125,3 +126,10 @@ reproduce-tau2-twin: setup
 TAU2_RESULTS ?= results/runs/tau2/tau2-threads/twin-c100/tau2_results.json
 bench-tau2-rewrite: setup
 	$(PY) scripts/bench_tau2_rewrite.py --results $(TAU2_RESULTS)
+
+# A real single-node SLURM in a private network namespace (root): see slurm/README.md.
+slurm-up:
+	scripts/local_slurm.sh up
+
+slurm-down:
+	scripts/local_slurm.sh down

@@ -41,6 +41,12 @@ SMALL_PROFILE = "h100-llama32-3b"
 LARGE_PROFILE = "h100x4-llama33-70b"
 SMALL_MODEL = "Llama-3.2-3B-Instruct-classifier"
 LARGE_MODEL = "Llama-3.3-70B-Instruct"
+# Served by `vllm`/`sglang` on GPUs. The paper's filter is a fine-tuned Llama-3.1-3B Yes/No classifier
+# that is not public; the public Llama-3.2-3B-Instruct stands in for it. Tensor parallelism 4 for the
+# 70B model is our assumption (the paper does not state it).
+GPU_SMALL_MODEL = "meta-llama/Llama-3.2-3B-Instruct"
+GPU_LARGE_MODEL = "meta-llama/Llama-3.3-70B-Instruct"
+GPU_LARGE_SERVE: dict[str, Any] = {"tensor_parallel_size": 4}
 # The tiny CPU model has a 2,048-token context: documents are cut shorter and replies kept short.
 SMALL_MODEL_SETTINGS = nr.NRSettings(
     score=nr.Sampling(temperature=0.2, top_p=0.9, max_tokens=256),
@@ -105,8 +111,13 @@ def start_pools(
     large_profile: str = LARGE_PROFILE,
     time_scale: float = 1.0,
     behaviour_config: dict[str, Any] | None = None,
+    small_model: str | None = None,
+    large_model: str | None = None,
+    small_serve: dict[str, Any] | None = None,
+    large_serve: dict[str, Any] | None = None,
 ) -> Iterator[Pools]:
-    """`vllm-cpu`: one real engine serves both pools. `sim`: two pools of simulated replicas."""
+    """`vllm-cpu`: one real engine serves both pools. `sim`: two pools of simulated replicas.
+    `vllm`/`sglang`: two Ray Serve applications of GPU replicas (`*_serve` override the serving spec)."""
     if backend == "vllm-cpu":
         from matrix.llm.backends import get_backend
 
@@ -114,8 +125,27 @@ def start_pools(
             urls = [server.base_url]
             yield Pools(urls, urls, server.model, server.model, "vllm-cpu", False, hardware="this machine's CPU")
         return
+    if backend in ("vllm", "sglang"):
+        from matrix.llm.backends import get_backend
+        from matrix.runtime.ray_p2p import ensure_ray
+
+        ensure_ray()
+        serve = get_backend(backend)
+        small_kw = {"model": small_model or GPU_SMALL_MODEL, **(small_serve or {})}
+        large_kw = {"model": large_model or GPU_LARGE_MODEL, **GPU_LARGE_SERVE, **(large_serve or {})}
+        with (
+            serve.start(
+                app_name="nr-filter", min_replicas=small_replicas, max_replicas=small_replicas, **small_kw
+            ) as sm,
+            serve.start(
+                app_name="nr-large", min_replicas=large_replicas, max_replicas=large_replicas, **large_kw
+            ) as lg,
+        ):
+            hardware = f"{small_replicas} x {sm.model} + {large_replicas} x {lg.model} ({backend} on Ray Serve)"
+            yield Pools([sm.base_url], [lg.base_url], sm.model, lg.model, backend, False, hardware=hardware)
+        return
     if backend != "sim":
-        raise ValueError(f"natural_reasoning: backend must be 'vllm-cpu' or 'sim', got {backend!r}")
+        raise ValueError(f"natural_reasoning: backend must be 'vllm-cpu', 'sim', 'vllm' or 'sglang', got {backend!r}")
     from matrix.llm.sim.replicas import start_sim_replicas
     from matrix.runtime.ray_p2p import ensure_ray
 

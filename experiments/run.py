@@ -119,6 +119,15 @@ def run_nr(cfg: DictConfig) -> dict[str, Any]:
             "large_replicas": int(case.large_replicas),
             "time_scale": float(be.get("time_scale", 1.0)),
         }
+    elif be.name in ("vllm", "sglang"):
+        pools_kw = {
+            "small_replicas": int(case.small_replicas),
+            "large_replicas": int(case.large_replicas),
+            "small_model": be.get("small_model"),
+            "large_model": be.get("large_model"),
+            "small_serve": OmegaConf.to_container(be.small_serve, resolve=True) if be.get("small_serve") else None,
+            "large_serve": OmegaConf.to_container(be.large_serve, resolve=True) if be.get("large_serve") else None,
+        }
     with nr_exp.start_pools(be.name, **pools_kw) as pools:
         if cfg.system in ("pair", nr_exp.P2P):
             for p, t, a in _triples(case.parallelism, 3):
@@ -155,12 +164,19 @@ def run_tau2(cfg: DictConfig) -> dict[str, Any]:
         models_kw: dict[str, Any] = {}
     else:
         settings = tau2.Tau2Settings(domain=str(case.domain), max_steps=int(case.max_steps))
-        models_kw = {
-            "replicas": int(case.replicas),
-            "profile": str(case.profile),
-            "time_scale": float(be.get("time_scale", 1.0)),
-            "behaviour_config": {"domain": str(case.domain)},
-        }
+        if be.name in ("vllm", "sglang"):  # the paper's settings and model, on GPU replicas
+            models_kw = {
+                "replicas": int(case.replicas),
+                "model": be.get("tau2_model"),
+                "serve": OmegaConf.to_container(be.tau2_serve, resolve=True) if be.get("tau2_serve") else None,
+            }
+        else:
+            models_kw = {
+                "replicas": int(case.replicas),
+                "profile": str(case.profile),
+                "time_scale": float(be.get("time_scale", 1.0)),
+                "behaviour_config": {"domain": str(case.domain)},
+            }
     tasks = tau2.load_tasks(settings.domain, limit=None if case.limit is None else int(case.limit))
     run_id = cfg.run_id or time.strftime("%Y%m%d-%H%M%S")
     root = Path(cfg.run_root)

@@ -78,8 +78,11 @@ def start_models(
     profile: str = PROFILE,
     time_scale: float = 1.0,
     behaviour_config: dict[str, Any] | None = None,
+    model: str | None = None,
+    serve: dict[str, Any] | None = None,
 ) -> Iterator[Models]:
-    """`vllm-cpu`: the embedded model with tool calling on. `sim`: simulated gpt-oss-120b replicas."""
+    """`vllm-cpu`: the embedded model with tool calling on. `sim`: simulated gpt-oss-120b replicas.
+    `vllm`/`sglang`: a Ray Serve application of GPU replicas, tool calling on (`serve` overrides the spec)."""
     if backend == "vllm-cpu":
         from matrix.llm.backends import get_backend
 
@@ -87,8 +90,23 @@ def start_models(
         with get_backend("vllm-cpu").start(host="127.0.0.1", port=0, max_model_len=4096, extra_args=extra) as server:
             yield Models([server.base_url], server.model, "vllm-cpu", False, hardware="this machine's CPU")
         return
+    if backend in ("vllm", "sglang"):
+        # The paper's gpt-oss-120b plays both the user simulator and the assistant; tau2 needs tool calls.
+        from matrix.llm.backends import get_backend
+        from matrix.runtime.ray_p2p import ensure_ray
+
+        ensure_ray()
+        options = {"tool_call_parser": "openai", "enable_auto_tool_choice": True, **(serve or {})}
+        with get_backend(backend).start(
+            model=model or MODEL, app_name="tau2", min_replicas=replicas, max_replicas=replicas, **options
+        ) as server:
+            yield Models(
+                [server.base_url], server.model, backend, False,
+                hardware=f"{replicas} x {backend} replica(s) of {server.model} on Ray Serve",
+            )  # fmt: skip
+        return
     if backend != "sim":
-        raise ValueError(f"tau2: backend must be 'vllm-cpu' or 'sim', got {backend!r}")
+        raise ValueError(f"tau2: backend must be 'vllm-cpu', 'sim', 'vllm' or 'sglang', got {backend!r}")
     from matrix.llm.sim.replicas import start_sim_replicas
     from matrix.runtime.ray_p2p import ensure_ray
 

@@ -74,3 +74,55 @@ def test_real_small_model_runs_both_systems(tmp_path: Path) -> None:
         check_schema(rows)
         assert len(rows) == 10 and m["quality"]["documents"] == 10 and m["simulated"] is False
         assert m["tokens_generated"] > 0  # the classifier ran on the real engine
+
+
+def test_gpu_backends_deploy_two_serve_applications(monkeypatch: pytest.MonkeyPatch) -> None:
+    """backend=vllm|sglang: the filter's and the large model's pools, each its own Serve application."""
+    import matrix.llm.backends as backends
+    import matrix.runtime.ray_p2p as ray_p2p
+
+    calls: list[dict[str, Any]] = []
+
+    class FakeServer:
+        def __init__(self, kw: dict[str, Any]) -> None:
+            self.model, self.base_url = kw["model"], f"http://127.0.0.1:9/{kw['app_name']}/v1"
+
+        def __enter__(self) -> FakeServer:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            calls.append({"stopped": self.model})
+
+    class FakeBackend:
+        def start(self, **kw: Any) -> FakeServer:
+            calls.append(kw)
+            return FakeServer(kw)
+
+    monkeypatch.setattr(backends, "get_backend", lambda name: FakeBackend())
+    monkeypatch.setattr(ray_p2p, "ensure_ray", lambda: None)
+    with exp.start_pools("vllm", small_replicas=32, large_replicas=56) as pools:
+        assert pools.small_urls == ["http://127.0.0.1:9/nr-filter/v1"] and pools.backend == "vllm"
+        assert pools.large_urls == ["http://127.0.0.1:9/nr-large/v1"] and not pools.simulated
+        assert (pools.small_model, pools.large_model) == (exp.GPU_SMALL_MODEL, exp.GPU_LARGE_MODEL)
+        assert "32 x" in pools.hardware and "56 x" in pools.hardware
+    assert calls == [
+        {"model": "meta-llama/Llama-3.2-3B-Instruct", "app_name": "nr-filter", "min_replicas": 32, "max_replicas": 32},
+        {"model": "meta-llama/Llama-3.3-70B-Instruct", "app_name": "nr-large", "min_replicas": 56, "max_replicas": 56,
+         "tensor_parallel_size": 4},
+        {"stopped": "meta-llama/Llama-3.3-70B-Instruct"},
+        {"stopped": "meta-llama/Llama-3.2-3B-Instruct"},
+    ]  # fmt: skip
+    calls.clear()
+    with exp.start_pools(
+        "sglang", large_model="m/large", small_model="m/small", small_serve={"max_ongoing_requests": 8},
+        large_serve={"tensor_parallel_size": 8},
+    ):  # fmt: skip
+        pass
+    assert calls[0]["model"] == "m/small" and calls[0]["max_ongoing_requests"] == 8
+    assert calls[1]["model"] == "m/large" and calls[1]["tensor_parallel_size"] == 8
+    assert [c for c in calls if "stopped" in c] == [{"stopped": "m/large"}, {"stopped": "m/small"}]
+    with (
+        pytest.raises(ValueError, match="backend must be 'vllm-cpu', 'sim', 'vllm' or 'sglang', got 'tgi'"),
+        exp.start_pools("tgi"),
+    ):
+        pass
