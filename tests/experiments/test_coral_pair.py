@@ -14,6 +14,7 @@ import pytest
 
 from experiments import coral as pair
 from matrix.cases import coral
+from tests.experiments import fake_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -91,34 +92,14 @@ def test_real_small_model_pair_quality_is_indistinguishable(tmp_path: Path) -> N
 
 def test_gpu_backends_deploy_the_configured_replicas_on_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     """backend=vllm|sglang: the Serve backend gets the model and a fixed replica count; Coral talks to its URL."""
-    import matrix.llm.backends as backends
-    import matrix.runtime.ray_p2p as ray_p2p
-
-    calls: list[dict[str, Any]] = []
-
-    class FakeServer:
-        base_url = "http://127.0.0.1:9/llama/v1"
-        model = "meta-llama/Llama-3.1-8B-Instruct"
-
-        def __enter__(self) -> FakeServer:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            calls.append({"stopped": True})
-
-    class FakeBackend:
-        def start(self, **kw: Any) -> FakeServer:
-            calls.append(kw)
-            return FakeServer()
-
-    monkeypatch.setattr(backends, "get_backend", lambda name: FakeBackend())
-    monkeypatch.setattr(ray_p2p, "ensure_ray", lambda: None)
+    fake = fake_serve.install(monkeypatch)
+    calls = fake.calls
     with pair.start_servers("vllm", replicas=248, serve_options={"max_ongoing_requests": 150}) as servers:
-        assert servers.urls == [FakeServer.base_url] and servers.backend == "vllm" and not servers.simulated
+        assert servers.urls == ["http://127.0.0.1:9/default/v1"] and servers.backend == "vllm" and not servers.simulated
         assert "248 x vllm" in servers.hardware
     assert calls[0] == {"model": pair.DEFAULT_GPU_MODEL, "min_replicas": 248, "max_replicas": 248,
                         "max_ongoing_requests": 150}  # fmt: skip
-    assert calls[-1] == {"stopped": True}
+    assert calls[-1] == {"stopped": pair.DEFAULT_GPU_MODEL}
     with (
         pytest.raises(ValueError, match="backend must be 'vllm-cpu', 'sim', 'vllm' or 'sglang', got 'tgi'"),
         pair.start_servers("tgi"),

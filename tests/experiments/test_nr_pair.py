@@ -16,6 +16,7 @@ import pytest
 from experiments import nr as exp
 from matrix.cases import natural_reasoning as nr
 from matrix.cases.nr_docs import generate_documents
+from tests.experiments import fake_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -78,28 +79,7 @@ def test_real_small_model_runs_both_systems(tmp_path: Path) -> None:
 
 def test_gpu_backends_deploy_two_serve_applications(monkeypatch: pytest.MonkeyPatch) -> None:
     """backend=vllm|sglang: the filter's and the large model's pools, each its own Serve application."""
-    import matrix.llm.backends as backends
-    import matrix.runtime.ray_p2p as ray_p2p
-
-    calls: list[dict[str, Any]] = []
-
-    class FakeServer:
-        def __init__(self, kw: dict[str, Any]) -> None:
-            self.model, self.base_url = kw["model"], f"http://127.0.0.1:9/{kw['app_name']}/v1"
-
-        def __enter__(self) -> FakeServer:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            calls.append({"stopped": self.model})
-
-    class FakeBackend:
-        def start(self, **kw: Any) -> FakeServer:
-            calls.append(kw)
-            return FakeServer(kw)
-
-    monkeypatch.setattr(backends, "get_backend", lambda name: FakeBackend())
-    monkeypatch.setattr(ray_p2p, "ensure_ray", lambda: None)
+    calls = fake_serve.install(monkeypatch).calls
     with exp.start_pools("vllm", small_replicas=32, large_replicas=56) as pools:
         assert pools.small_urls == ["http://127.0.0.1:9/nr-filter/v1"] and pools.backend == "vllm"
         assert pools.large_urls == ["http://127.0.0.1:9/nr-large/v1"] and not pools.simulated

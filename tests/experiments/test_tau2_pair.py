@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ pytest.importorskip("tau2")
 
 from experiments import tau2 as exp
 from matrix.cases import tau2 as case
+from tests.experiments import fake_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -51,43 +51,20 @@ def test_sim_pair_on_ray_gives_identical_trajectories_and_table10(tmp_path: Path
 
 def test_gpu_backends_deploy_gpt_oss_with_tool_calling_on_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     """backend=vllm|sglang: one Serve application of the paper's gpt-oss-120b, tool calling on."""
-    import matrix.llm.backends as backends
-    import matrix.runtime.ray_p2p as ray_p2p
-
-    calls: list[dict[str, Any]] = []
-
-    class FakeServer:
-        base_url = "http://127.0.0.1:9/tau2/v1"
-
-        def __init__(self, model: str) -> None:
-            self.model = model
-
-        def __enter__(self) -> FakeServer:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            calls.append({"stopped": True})
-
-    class FakeBackend:
-        def start(self, **kw: Any) -> FakeServer:
-            calls.append(kw)
-            return FakeServer(kw["model"])
-
-    monkeypatch.setattr(backends, "get_backend", lambda name: FakeBackend())
-    monkeypatch.setattr(ray_p2p, "ensure_ray", lambda: None)
+    calls = fake_serve.install(monkeypatch).calls
     with exp.start_models("vllm", replicas=16) as models:
-        assert models.urls == [FakeServer.base_url] and models.model == "openai/gpt-oss-120b"
+        assert models.urls == ["http://127.0.0.1:9/tau2/v1"] and models.model == "openai/gpt-oss-120b"
         assert models.backend == "vllm" and not models.simulated and "16 x vllm" in models.hardware
     assert calls == [
         {"model": "openai/gpt-oss-120b", "app_name": "tau2", "min_replicas": 16, "max_replicas": 16,
          "tool_call_parser": "openai", "enable_auto_tool_choice": True},
-        {"stopped": True},
+        {"stopped": "openai/gpt-oss-120b"},
     ]  # fmt: skip
     calls.clear()
     with exp.start_models("sglang", replicas=2, model="m/other", serve={"tool_call_parser": "hermes"}):
         pass
     assert calls[0]["model"] == "m/other" and calls[0]["tool_call_parser"] == "hermes"
-    assert calls[0]["enable_auto_tool_choice"] is True and calls[-1] == {"stopped": True}
+    assert calls[0]["enable_auto_tool_choice"] is True and calls[-1] == {"stopped": "m/other"}
     with (
         pytest.raises(ValueError, match="backend must be 'vllm-cpu', 'sim', 'vllm' or 'sglang', got 'tgi'"),
         exp.start_models("tgi"),
