@@ -175,25 +175,35 @@ def _checkpointable() -> type:
         return object
 
 
-def start_head(d: Path, spec: RaySpec) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """Start `ray start --head --block` and write the rendezvous file once its GCS answers."""
+def start_head(d: Path, spec: RaySpec, *, attempts: int = 12) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start `ray start --head --block` and write the rendezvous file once its GCS answers.
+
+    A requeued head can land where the previous incarnation is still shutting down, or beside a worker
+    still attached to it (Ray then says the head is "already running"): a start that fails before the
+    head is up is tried again, 5 s apart, `attempts` times in all."""
     ip = node_ip(spec.node_ip)
     cmd = [_ray_exe(), "start", "--head", f"--port={spec.port}", "--include-dashboard=false",
            *_ray_start_args(spec, ip)]  # fmt: skip
-    print("ray head:", " ".join(cmd), flush=True)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_ray_env(d))
-    up = threading.Event()
-    threading.Thread(target=_relay, args=(proc, "Ray runtime started", up), daemon=True).start()
-    deadline = time.monotonic() + spec.join_timeout_s
-    while not (up.is_set() and _port_open(ip, spec.port)):
-        if proc.poll() is not None:
+    for attempt in range(1, attempts + 1):
+        print("ray head:", " ".join(cmd), flush=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_ray_env(d))
+        up = threading.Event()
+        threading.Thread(target=_relay, args=(proc, "Ray runtime started", up), daemon=True).start()
+        deadline = time.monotonic() + spec.join_timeout_s
+        while not (up.is_set() and _port_open(ip, spec.port)) and proc.poll() is None:
+            if time.monotonic() > deadline:
+                _stop_child(proc)
+                raise RuntimeError(f"the Ray head did not come up in {spec.join_timeout_s:.0f}s")
+            time.sleep(0.5)
+        if proc.poll() is None:
+            break
+        if attempt == attempts:
             raise RuntimeError(
-                f"ray start --head exited with {proc.returncode} before the head was up (see this job's log)"
+                f"ray start --head exited with {proc.returncode} before the head was up, {attempts} times "
+                "(see this job's log)"
             )
-        if time.monotonic() > deadline:
-            _stop_child(proc)
-            raise RuntimeError(f"the Ray head did not come up in {spec.join_timeout_s:.0f}s")
-        time.sleep(0.5)
+        print(f"ray head: start failed (exit {proc.returncode}); trying again in 5 s", flush=True)
+        time.sleep(5.0)
     info = {
         "address": f"{ip}:{spec.port}",
         "node_ip": ip,
@@ -232,32 +242,51 @@ class RayHead(_checkpointable()):  # type: ignore[misc]
         return {"role": "head", **info, "exit": proc.returncode}
 
 
+# A worker whose head's GCS port stays closed this long stops its node and waits for a new rendezvous.
+HEAD_LOST_S = 10.0
+
+
 class RayWorker(_checkpointable()):  # type: ignore[misc]
-    """A worker task: joins the address in the rendezvous file and joins again when the head moves."""
+    """A worker task: joins the address in the rendezvous file; when the head is lost (its GCS port stays
+    closed) or re-registers elsewhere, it stops its node and joins the next head that registers."""
 
     def __call__(self, cluster_dir: str, spec: RaySpec) -> dict[str, Any]:
         d = Path(cluster_dir)
         ip = node_ip(spec.node_ip)
         rank = os.environ.get("SLURM_PROCID", "0")
         joins = failures = 0
+        joined_started = 0.0  # the rendezvous this worker last joined: after losing it, wait for a newer one
         while not (d / STOP).exists():
-            info = wait_rendezvous(d, spec.join_timeout_s, stop=d / STOP)
+            info = wait_rendezvous(d, spec.join_timeout_s, stop=d / STOP, after=joined_started)
             if info is None:
                 break
+            host, port = str(info["address"]).rsplit(":", 1)
             cmd = [_ray_exe(), "start", f"--address={info['address']}", *_ray_start_args(spec, ip)]
             print(f"ray worker {rank}:", " ".join(cmd), flush=True)
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_ray_env(d))
             up = threading.Event()
             threading.Thread(target=_relay, args=(proc, "Ray runtime started", up), daemon=True).start()
             joins += 1
+            lost_since: float | None = None
             while proc.poll() is None:
                 if up.is_set():
+                    joined_started = float(info.get("started", 0))
                     marker = d / "workers" / f"{os.environ.get('SLURM_JOB_ID', 'local')}.{rank}.json"
                     if not marker.exists():
                         marker.parent.mkdir(exist_ok=True)
                         _write_json(marker, {"host": socket.gethostname(), "node_ip": ip, "address": info["address"]})
                 now = read_json(d / RENDEZVOUS)
                 if (d / STOP).exists() or (now and now.get("started") != info.get("started")):
+                    _stop_child(proc)
+                    break
+                if _port_open(host, int(port)):
+                    lost_since = None
+                elif lost_since is None:
+                    lost_since = time.monotonic()
+                elif time.monotonic() - lost_since > HEAD_LOST_S:
+                    print(
+                        f"ray worker {rank}: head {info['address']} lost; waiting for it to register again", flush=True
+                    )
                     _stop_child(proc)
                     break
                 time.sleep(1.0)
@@ -267,8 +296,7 @@ class RayWorker(_checkpointable()):  # type: ignore[misc]
                     raise RuntimeError(
                         f"ray start --address={info['address']} failed {failures} times (exit {proc.returncode})"
                     )
-            if not (d / STOP).exists():
-                time.sleep(2.0)  # the head is gone or moved: wait for its rendezvous to change, then join again
+                time.sleep(2.0)
         return {"role": "worker", "rank": rank, "joins": joins}
 
 
@@ -450,7 +478,8 @@ def _wait_up(d: Path, state: Mapping[str, Any], timeout: float) -> None:
             return
         time.sleep(1.0)
     raise TimeoutError(
-        f"cluster {state['name']} not up after {timeout:.0f}s ({last}); jobs are still queued or starting"
+        f"cluster {state['name']} not up after {timeout:.0f}s ({last}); its jobs are still queued or starting: "
+        f"`matrix cluster status {state['name']}` follows them, `matrix cluster down {state['name']}` cancels them"
     )
 
 

@@ -139,12 +139,7 @@ def test_ray_cluster_takes_a_matrix_run_and_leaves_nothing_behind(slurm_env: dic
         status = json.loads(_run([MATRIX, "cluster", "status", "slurm_local", "--root", str(root)], slurm_env).stdout)
         assert set(status["jobs"].values()) == {"RUNNING"} and len(status["workers_joined"]) == 1
         # The head and the worker are one Ray cluster of two nodes, reached with the cluster's own token.
-        probe = ("import ray; ray.init(address='127.0.0.1:6390', log_to_driver=False); "
-                 "print(sum(1 for n in ray.nodes() if n['Alive']))")  # fmt: skip
-        env = {**slurm_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(root / "slurm_local" / "auth_token"),
-               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # fmt: skip
-        nodes = _run([str(SCRIPT), "exec", sys.executable, "-c", probe], env, timeout=120).stdout.split()[-1]
-        assert nodes == "2"
+        assert _alive_nodes(slurm_env, root, state["address"]) == 2
         runs = tmp_path / "runs"
         run = _run([str(SCRIPT), "exec", MATRIX, "run", "--cluster", "slurm_local", "--root", str(root), *SMALL_CORAL,
                     "case.concurrency=8", f"run_root={runs}", "run_id=oncluster"], slurm_env)  # fmt: skip
@@ -171,3 +166,47 @@ def test_a_two_node_job_builds_its_own_ray_cluster(slurm_env: dict[str, str], tm
     logs = "".join(p.read_text(errors="replace") for p in sweep.glob(".submitit/*/*_log.*"))
     assert "job cluster: 2 nodes at 127.0.0.1:" in logs
     assert "ray worker 1:" in logs and "ray head: up at" in logs
+
+
+def _alive_nodes(env: dict[str, str], root: Path, address: str) -> int:
+    probe = (f"import ray; ray.init(address={address!r}, log_to_driver=False); "
+             "print(sum(1 for n in ray.nodes() if n['Alive']))")  # fmt: skip
+    env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(root / "slurm_local" / "auth_token"),
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # fmt: skip
+    return int(_run([str(SCRIPT), "exec", sys.executable, "-c", probe], env, timeout=120).stdout.split()[-1])
+
+
+def test_a_requeued_head_gets_its_workers_back(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    """Slurm requeues the head (as on preemption): it comes back, rewrites the rendezvous, the worker rejoins."""
+    root = tmp_path / "clusters"
+    up = _run([MATRIX, "cluster", "up", "cluster=slurm_local", "--workers", "1", "--root", str(root), "--timeout=300"],
+              slurm_env)  # fmt: skip
+    state = json.loads(up.stdout)
+    rendezvous = root / "slurm_local" / "rendezvous.json"
+    try:
+        first = json.loads(rendezvous.read_text())
+        assert _alive_nodes(slurm_env, root, state["address"]) == 2
+        _run(["scontrol", "requeue", state["head_job"]], slurm_env, timeout=60)
+        # Slurm holds a requeued job for about two minutes (Reason=BeginTime); the test releases it.
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            now = json.loads(rendezvous.read_text())
+            if now["started"] != first["started"]:
+                break
+            queued = _run(["squeue", "-h", "-o", "%T %r", "-j", state["head_job"]], slurm_env).stdout
+            if "BeginTime" in queued:
+                _run(["scontrol", "update", f"JobId={state['head_job']}", "StartTime=now"], slurm_env, timeout=60)
+            time.sleep(1)
+        else:
+            raise AssertionError("the requeued head never registered again")
+        deadline = time.monotonic() + 120
+        while (nodes := _alive_nodes(slurm_env, root, now["address"])) < 2 and time.monotonic() < deadline:
+            time.sleep(2)
+        assert nodes == 2, "the worker did not rejoin the requeued head"
+    finally:
+        _run([MATRIX, "cluster", "down", "slurm_local", "--root", str(root)], slurm_env)
+    jobs = {state["head_job"], state["workers_job"]}
+    deadline = time.monotonic() + 30
+    while (left := _processes_of_jobs(jobs)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not left, f"processes of the cluster's jobs still running: {left}"

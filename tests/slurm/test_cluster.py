@@ -1,0 +1,64 @@
+"""slurm.cluster without a scheduler: refusals before submission, the rendezvous, the single-task job cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from slurm import cluster
+from slurm.settings import SlurmConfigError, slurm_settings
+
+
+def test_up_refuses_bad_settings_before_submitting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls"}\n')
+    sbatch.chmod(sbatch.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(SlurmConfigError, match=r"cluster\.slurm\.partition is missing"):
+        cluster.up(["cluster=slurm_h100_13nodes"], root=tmp_path / "c")
+    with pytest.raises(SlurmConfigError, match="is not a Slurm cluster"):
+        cluster.up(["cluster=local"], root=tmp_path / "c")
+    with pytest.raises(SlurmConfigError, match=re.escape("cluster.ray has unknown key(s) ['gpus']")):
+        cluster.up(["cluster=slurm_local", "+cluster.ray.gpus=1"], root=tmp_path / "c")
+    assert not (tmp_path / "calls").exists() and not (tmp_path / "c").exists()
+
+
+def test_ray_spec_takes_gpus_from_the_slurm_settings() -> None:
+    cfg = cluster.compose_cluster(["cluster=slurm_a100_31nodes", "cluster.slurm.partition=gpu"])
+    spec = cluster.RaySpec.from_config(cfg["ray"], slurm_settings(cfg))
+    assert spec.num_gpus == 8 and spec.resources == {"A100": 8.0} and spec.port == 6379
+    args = cluster._ray_start_args(spec, "10.0.0.5")
+    assert "--node-ip-address=10.0.0.5" in args and "--num-gpus=8" in args and '--resources={"A100": 8.0}' in args
+
+
+def test_rendezvous_wait_and_stop(tmp_path: Path) -> None:
+    with pytest.raises(TimeoutError, match="no Ray head registered"):
+        cluster.wait_rendezvous(tmp_path, 0.6)
+    (tmp_path / "stop").touch()
+    assert cluster.wait_rendezvous(tmp_path, 5, stop=tmp_path / "stop") is None
+    (tmp_path / cluster.RENDEZVOUS).write_text(json.dumps({"address": "10.0.0.5:6379", "started": 5.0}))
+    assert cluster.wait_rendezvous(tmp_path, 5)["address"] == "10.0.0.5:6379"
+    assert cluster.address_of(tmp_path.name, root=tmp_path.parent) == "10.0.0.5:6379"
+    with pytest.raises(SlurmConfigError, match="has no head registered"):
+        cluster.address_of("other", root=tmp_path)
+
+
+def test_one_task_job_needs_no_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with cluster.job_cluster(tmp_path / "r", cluster.RaySpec(), tasks=1, rank=0) as driver:
+        assert driver is True and "RAY_ADDRESS" not in os.environ
+    assert not (tmp_path / "r").exists()
+
+
+def test_token_file_is_private(tmp_path: Path) -> None:
+    cluster._write_token(tmp_path)
+    token = tmp_path / cluster.TOKEN
+    assert len(token.read_text()) == 64 and stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert cluster.auth_env(tmp_path) == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
