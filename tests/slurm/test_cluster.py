@@ -12,22 +12,18 @@ import pytest
 
 from slurm import cluster
 from slurm.settings import SlurmConfigError, slurm_settings
+from tests.slurm import fake_sbatch
 
 
 def test_up_refuses_bad_settings_before_submitting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    sbatch = bin_dir / "sbatch"
-    sbatch.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls"}\n')
-    sbatch.chmod(sbatch.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    calls = fake_sbatch.install(tmp_path, monkeypatch)
     with pytest.raises(SlurmConfigError, match=r"cluster\.slurm\.partition is missing"):
         cluster.up(["cluster=slurm_h100_13nodes"], root=tmp_path / "c")
     with pytest.raises(SlurmConfigError, match="is not a Slurm cluster"):
         cluster.up(["cluster=local"], root=tmp_path / "c")
     with pytest.raises(SlurmConfigError, match=re.escape("cluster.ray has unknown key(s) ['gpus']")):
         cluster.up(["cluster=slurm_local", "+cluster.ray.gpus=1"], root=tmp_path / "c")
-    assert not (tmp_path / "calls").exists() and not (tmp_path / "c").exists()
+    assert not calls.exists() and not (tmp_path / "c").exists()
 
 
 def test_ray_spec_takes_gpus_from_the_slurm_settings() -> None:

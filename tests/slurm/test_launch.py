@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from pathlib import Path
 
 import pytest
 
 from slurm import launch
 from slurm.settings import SlurmConfigError
+from tests.slurm import fake_sbatch
 
 
 def test_local_cluster_uses_submitits_local_launcher(tmp_path: Path) -> None:
@@ -44,12 +44,7 @@ def test_refusals_name_the_override(tmp_path: Path) -> None:
 
 def test_bad_slurm_settings_stop_before_sbatch_is_called(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    sbatch = bin_dir / "sbatch"
-    sbatch.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls"}\n')
-    sbatch.chmod(sbatch.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    calls_file = fake_sbatch.install(tmp_path, monkeypatch)
     code = launch.main(["--sweep-dir", str(tmp_path / "s"), "cluster=slurm_a100_31nodes", "cluster.slurm.time_min=-5",
                         "case=coral"])  # fmt: skip
     err = capsys.readouterr().err
@@ -58,11 +53,11 @@ def test_bad_slurm_settings_stop_before_sbatch_is_called(tmp_path: Path, monkeyp
         "cluster.slurm.partition is missing" in err
         and "cluster.slurm.time_min must be a positive whole number, got -5" in err
     )
-    assert not (tmp_path / "calls").exists(), "nothing may reach sbatch when the settings are wrong"
+    assert not calls_file.exists(), "nothing may reach sbatch when the settings are wrong"
     # With good settings, only the --test-only probe runs in a dry run.
     code = launch.main(["--dry-run", "--sweep-dir", str(tmp_path / "s"), "cluster=slurm_a100_31nodes",
                         "cluster.slurm.partition=gpu", "case=coral", "backend=vllm"])  # fmt: skip
     assert code == 0
-    calls = (tmp_path / "calls").read_text().splitlines()
+    calls = calls_file.read_text().splitlines()
     assert len(calls) == 1 and calls[0].startswith("--test-only --partition=gpu --time=1440 --nodes=31")
     assert "hydra/launcher=submitit_slurm" in capsys.readouterr().err

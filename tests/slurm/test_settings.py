@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from slurm.cluster import compose_cluster
 from slurm.settings import SlurmConfigError, hydra_value, preflight, scheduler_of, slurm_settings
+from tests.slurm import fake_sbatch
 
 
 def cluster(**slurm: object) -> dict[str, object]:
@@ -80,23 +79,14 @@ def test_hydra_value_quotes_any_text() -> None:
         assert o.value() == text
 
 
-def _fake_sbatch(tmp_path: Path, script: str) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "sbatch"
-    exe.write_text('#!/bin/sh\necho "$@" >> ' + str(tmp_path / "calls") + "\n" + script)
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    return bin_dir
-
-
 def test_preflight_reports_slurms_refusal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bin_dir = _fake_sbatch(tmp_path, 'echo "sbatch: error: invalid partition specified: gpu" >&2\nexit 1\n')
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    script = 'echo "sbatch: error: invalid partition specified: gpu" >&2\nexit 1\n'
+    calls_file = fake_sbatch.install(tmp_path, monkeypatch, script)
     with pytest.raises(
         SlurmConfigError, match="sbatch --test-only said: sbatch: error: invalid partition specified: gpu"
     ):
         preflight(slurm_settings(cluster()))
-    calls = (tmp_path / "calls").read_text().splitlines()
+    calls = calls_file.read_text().splitlines()
     assert len(calls) == 1 and calls[0].startswith("--test-only ")
 
 
