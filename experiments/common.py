@@ -14,9 +14,22 @@ import csv
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+@contextmanager
+def serve_replicas(backend: str, model: str, replicas: int, **options: Any) -> Iterator[Any]:
+    """`replicas` GPU replicas of `model` on Ray Serve (`vllm` or `sglang`) on the Ray cluster this process
+    is on; `options` override the model's serving spec. Yields the backend's server (`base_url`, `model`)."""
+    from matrix.llm.backends import get_backend
+    from matrix.runtime.ray_p2p import ensure_ray
+
+    ensure_ray()
+    with get_backend(backend).start(model=model, min_replicas=replicas, max_replicas=replicas, **options) as server:
+        yield server
 
 
 def fresh(run_dir: Path) -> Path:

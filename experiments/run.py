@@ -28,6 +28,12 @@ def _windows(value: Any) -> list[int]:
     return [int(value)]
 
 
+def _overrides(be: DictConfig, key: str) -> dict[str, Any] | None:
+    """A backend's serving-spec overrides (`serve`, `small_serve`, ...) as a plain dict, None when empty."""
+    node = be.get(key)
+    return OmegaConf.to_container(node, resolve=True) if node else None  # type: ignore[return-value]
+
+
 def run_coral(cfg: DictConfig) -> dict[str, Any]:
     case, be = cfg.case, cfg.backend
     if cfg.system not in ("pair", *coral_pair.SYSTEMS):
@@ -46,7 +52,7 @@ def run_coral(cfg: DictConfig) -> dict[str, Any]:
         dataset=be.get("dataset"),
         length_scale=float(be.get("length_scale", 1.0)),
         model=be.get("model"),
-        serve_options=OmegaConf.to_container(be.serve, resolve=True) if be.get("serve") else None,  # type: ignore[arg-type]
+        serve_options=_overrides(be, "serve"),
     ) as servers:
 
         def sweep(system: str, points: list[int], tag: str, run: Callable[[int, Path], dict[str, Any]]) -> None:
@@ -125,8 +131,8 @@ def run_nr(cfg: DictConfig) -> dict[str, Any]:
             "large_replicas": int(case.large_replicas),
             "small_model": be.get("small_model"),
             "large_model": be.get("large_model"),
-            "small_serve": OmegaConf.to_container(be.small_serve, resolve=True) if be.get("small_serve") else None,
-            "large_serve": OmegaConf.to_container(be.large_serve, resolve=True) if be.get("large_serve") else None,
+            "small_serve": _overrides(be, "small_serve"),
+            "large_serve": _overrides(be, "large_serve"),
         }
     with nr_exp.start_pools(be.name, **pools_kw) as pools:
         if cfg.system in ("pair", nr_exp.P2P):
@@ -168,7 +174,7 @@ def run_tau2(cfg: DictConfig) -> dict[str, Any]:
             models_kw = {
                 "replicas": int(case.replicas),
                 "model": be.get("tau2_model"),
-                "serve": OmegaConf.to_container(be.tau2_serve, resolve=True) if be.get("tau2_serve") else None,
+                "serve": _overrides(be, "tau2_serve"),
             }
         else:
             models_kw = {
@@ -234,6 +240,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured case (in a multi-node Slurm job: on a Ray cluster made of the job's nodes)."""
     if cfg.case.name not in CASES:
         raise ValueError(f"case {cfg.case.name!r} is not built yet; available: {', '.join(CASES)}")
+    group = str(cfg.run_id) if cfg.run_id else None  # one launch's runs share it in W&B
     with open_dict(cfg):
         cfg.run_id = effective_run_id(cfg)
     if cfg.cluster.get("scheduler") == "slurm" and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
@@ -248,17 +255,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             result = CASES[cfg.case.name](cfg)
     else:
         result = CASES[cfg.case.name](cfg)
-    _log_to_wandb(cfg)
+    _log_to_wandb(cfg, group or str(cfg.run_id))
     return result
 
 
-def _log_to_wandb(cfg: DictConfig) -> None:
+def _log_to_wandb(cfg: DictConfig, group: str) -> None:
     """Every run directory this invocation wrote goes to W&B (offline unless configured otherwise)."""
     from experiments import tracking
 
     dirs = tracking.run_dirs_of(Path(cfg.run_root), str(cfg.run_id))
     extra = {"hydra": OmegaConf.to_container(cfg, resolve=True), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
-    tracking.log_runs(dirs, cfg.get("wandb"), extra)
+    tracking.log_runs(dirs, cfg.get("wandb"), extra, group=group)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)

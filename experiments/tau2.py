@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from experiments.common import backend_labels, fresh, hms, read_rows, sim_mark, write_table
+from experiments.common import backend_labels, fresh, hms, read_rows, serve_replicas, sim_mark, write_table
 from matrix.cases import tau2 as case
 from matrix.runtime.config import RunConfig
 from matrix.runtime.report import write_json
@@ -92,14 +92,8 @@ def start_models(
         return
     if backend in ("vllm", "sglang"):
         # The paper's gpt-oss-120b plays both the user simulator and the assistant; tau2 needs tool calls.
-        from matrix.llm.backends import get_backend
-        from matrix.runtime.ray_p2p import ensure_ray
-
-        ensure_ray()
-        options = {"tool_call_parser": "openai", "enable_auto_tool_choice": True, **(serve or {})}
-        with get_backend(backend).start(
-            model=model or MODEL, app_name="tau2", min_replicas=replicas, max_replicas=replicas, **options
-        ) as server:
+        options = {"app_name": "tau2", "tool_call_parser": "openai", "enable_auto_tool_choice": True, **(serve or {})}
+        with serve_replicas(backend, model or MODEL, replicas, **options) as server:
             yield Models(
                 [server.base_url], server.model, backend, False,
                 hardware=f"{replicas} x {backend} replica(s) of {server.model} on Ray Serve",

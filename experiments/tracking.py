@@ -80,7 +80,7 @@ def _read(path: Path) -> Any:
 
 
 def log_run_dir(run_dir: Path, *, mode: str = "offline", project: str = "matrix-harness", entity: str | None = None,
-                extra_config: Mapping[str, Any] | None = None) -> Path | None:  # fmt: skip
+                extra_config: Mapping[str, Any] | None = None, group: str | None = None) -> Path | None:  # fmt: skip
     """Log one finished run directory to W&B; returns the local W&B run folder (None if disabled or failed)."""
     if mode == "disabled":
         return None
@@ -102,7 +102,7 @@ def log_run_dir(run_dir: Path, *, mode: str = "offline", project: str = "matrix-
             mode=mode,  # type: ignore[arg-type]
             dir=str(run_dir),
             name=f"{metrics.get('system')}-{run_dir.name}",
-            group=run_dir.name.split("-n")[0],
+            group=group or run_dir.name,
             job_type=str(metrics.get("system")),
             config=config,
             tags=tags_of(metrics),
@@ -132,13 +132,16 @@ def run_dirs_of(run_root: Path, run_id: str) -> list[Path]:
     )
 
 
-def log_runs(dirs: Iterable[Path], wandb_cfg: Mapping[str, Any] | None, extra_config: Mapping[str, Any]) -> list[Path]:
+def log_runs(
+    dirs: Iterable[Path], wandb_cfg: Mapping[str, Any] | None, extra_config: Mapping[str, Any], group: str | None = None
+) -> list[Path]:
+    """Log each run directory (one W&B run each, grouped under `group`, e.g. one launch's run id)."""
     cfg = dict(wandb_cfg or {})
     mode = resolve_mode(cfg.get("mode"))
     out = []
     for d in dirs:
         folder = log_run_dir(d, mode=mode, project=str(cfg.get("project") or "matrix-harness"),
-                             entity=cfg.get("entity"), extra_config=extra_config)  # fmt: skip
+                             entity=cfg.get("entity"), extra_config=extra_config, group=group)  # fmt: skip
         if folder is not None:
             out.append(folder)
     if out:

@@ -156,6 +156,14 @@ def _relay(proc: subprocess.Popen[str], marker: str, seen: threading.Event) -> N
             seen.set()
 
 
+def _spawn_ray(cmd: list[str], d: Path) -> tuple[subprocess.Popen[str], threading.Event]:
+    """Run a `ray start ... --block` with the cluster's environment; the event is set once Ray says it is up."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_ray_env(d))
+    up = threading.Event()
+    threading.Thread(target=_relay, args=(proc, "Ray runtime started", up), daemon=True).start()
+    return proc, up
+
+
 def _stop_child(proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -186,9 +194,7 @@ def start_head(d: Path, spec: RaySpec, *, attempts: int = 12) -> tuple[subproces
            *_ray_start_args(spec, ip)]  # fmt: skip
     for attempt in range(1, attempts + 1):
         print("ray head:", " ".join(cmd), flush=True)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_ray_env(d))
-        up = threading.Event()
-        threading.Thread(target=_relay, args=(proc, "Ray runtime started", up), daemon=True).start()
+        proc, up = _spawn_ray(cmd, d)
         deadline = time.monotonic() + spec.join_timeout_s
         while not (up.is_set() and _port_open(ip, spec.port)) and proc.poll() is None:
             if time.monotonic() > deadline:
@@ -263,9 +269,7 @@ class RayWorker(_checkpointable()):  # type: ignore[misc]
             host, port = str(info["address"]).rsplit(":", 1)
             cmd = [_ray_exe(), "start", f"--address={info['address']}", *_ray_start_args(spec, ip)]
             print(f"ray worker {rank}:", " ".join(cmd), flush=True)
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_ray_env(d))
-            up = threading.Event()
-            threading.Thread(target=_relay, args=(proc, "Ray runtime started", up), daemon=True).start()
+            proc, up = _spawn_ray(cmd, d)
             joins += 1
             lost_since: float | None = None
             while proc.poll() is None:
