@@ -15,7 +15,8 @@ export WANDB_MODE ?= offline
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 PHONY_SLURM := slurm-up slurm-down
-.PHONY: $(PHONY_SLURM) setup demo test test-fast lint bench bench-serving bench-runtime calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin reproduce-nr reproduce-nr-small reproduce-nr-twin reproduce-tau2 reproduce-tau2-small reproduce-tau2-twin bench-tau2-rewrite
+PHONY_RESULTS := tables report reference
+.PHONY: $(PHONY_SLURM) $(PHONY_RESULTS) setup demo test test-fast lint bench bench-serving bench-runtime calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin reproduce-nr reproduce-nr-small reproduce-nr-twin reproduce-tau2 reproduce-tau2-small reproduce-tau2-twin bench-tau2-rewrite
 
 setup: $(STAMP)
 
@@ -133,3 +134,23 @@ slurm-up:
 
 slurm-down:
 	scripts/local_slurm.sh down
+
+# Results people can look at (see results/README.md). RUNS: runs roots; default results/runs when it
+# holds runs, else the committed reference runs (a fresh clone). `make tables RUNS=results/reference`
+# regenerates the committed tables and figures exactly.
+RUNS ?=
+
+# Every paper table we reproduce (Markdown + CSV, paper values beside ours) into results/tables/, and
+# the main experiment's figures (PNG) into results/figures/.
+tables: setup
+	$(PY) scripts/make_tables.py $(RUNS)
+
+# One self-contained HTML page with every run's plots and tables: results/report/report.html (and a
+# W&B Report when W&B is online).
+report: setup
+	$(PY) scripts/report.py $(RUNS)
+
+# Copy the small files of results/runs (metrics, config, per-second series, histograms, latency
+# breakdown) into results/reference/, which is committed.
+reference: setup
+	$(PY) scripts/export_reference.py

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 import time
@@ -148,8 +149,39 @@ def _row_message(sim: Any, started: float) -> Message:
     return msg
 
 
+def timeseries(rows: Sequence[dict[str, Any]], t0: float, end: float | None = None) -> list[dict[str, float]]:
+    """Per-second samples from the rows' own timestamps (seconds since `t0`, epoch seconds).
+
+    tau2's runner keeps no live counters, so the series is rebuilt afterwards: each turn's completion
+    tokens count at that turn's timestamp, a task is in flight from its row's `created` to `finished`.
+    """
+    tokens: list[tuple[float, int]] = []
+    spans: list[tuple[float, float]] = []
+    for r in rows:
+        created, finished = float(r.get("created") or t0), float(r.get("finished") or t0)
+        spans.append((created, finished))
+        for turn in r.get("turns") or []:
+            content = turn.get("content") if isinstance(turn.get("content"), dict) else {}
+            n = int((turn.get("usage") or {}).get("completion_tokens") or 0)
+            if n:
+                tokens.append((_epoch(content.get("timestamp"), finished), n))
+    last = max([end or 0.0, *(f for _, f in spans), *(t for t, _ in tokens)], default=t0)
+    tokens.sort()
+    out: list[dict[str, float]] = []
+    total, i = 0, 0
+    for sec in range(1, math.ceil(last - t0) + 1):
+        now = t0 + sec
+        while i < len(tokens) and tokens[i][0] <= now:
+            total += tokens[i][1]
+            i += 1
+        done = sum(1 for _, f in spans if f <= now)
+        started = sum(1 for c, _ in spans if c <= now)
+        out.append({"t": float(sec), "tasks_done": done, "tasks_in_flight": started - done, "completion_tokens": total})
+    return out
+
+
 def run_threads(cfg: ThreadsConfig) -> dict[str, Any]:
-    """Run the baseline; writes output.jsonl, tau2's results file, config.json and metrics.json."""
+    """Run the baseline; writes output.jsonl, tau2's results file, config.json, timeseries.json and metrics.json."""
     case.import_tau2()
     import tau2.utils.llm_utils as llm_utils
     from tau2.run import run_tasks
@@ -221,6 +253,7 @@ def run_threads(cfg: ThreadsConfig) -> dict[str, Any]:
             "rewrite_results": cfg.rewrite_results,
         },
     )
+    write_json(cfg.run_dir / "timeseries.json", timeseries(rows, started, started + wall))
     write_json(cfg.run_dir / "metrics.json", out)
     return out
 

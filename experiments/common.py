@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,17 +83,35 @@ def read_rows(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass
+class Table:
+    """One results table: a title, a header, string cells and notes under it."""
+
+    name: str
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [f"# {self.title}", "", "| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        if self.notes:
+            lines += ["", *self.notes]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out: Path) -> str:
+        """`out.csv` and `out.md`; returns the Markdown."""
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.with_suffix(".csv"), "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(self.header)
+            w.writerows(self.rows)
+        text = self.markdown()
+        out.with_suffix(".md").write_text(text)
+        return text
+
+
 def write_table(out: Path, title: str, header: list[str], rows: list[list[str]], notes: Sequence[str] = ()) -> str:
     """A table as `out.csv` and `out.md` (title, table, notes); returns the Markdown."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".csv"), "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    if notes:
-        lines += ["", *notes]
-    text = "\n".join(lines) + "\n"
-    out.with_suffix(".md").write_text(text)
-    return text
+    return Table(out.name, title, header, rows, list(notes)).write(out)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import math
 import sys
@@ -24,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.common import backend_labels, fresh, hms, serve_replicas
+from experiments import paper
+from experiments.common import Table, backend_labels, fresh, hms, serve_replicas
 from matrix.cases import coral
 from matrix.runtime.config import RunConfig
 from matrix.runtime.report import write_json
@@ -256,14 +256,11 @@ def run_pair(
 
 # ------------------------------------------------------------------------------------------ tables
 
-PAPER_T1 = {  # ../shared/paper/matrix_paper_tables.csv, Table 1 (paper v2): baseline, matrix
-    "runtime": ("9:03:22", "4:17:05"),
-    "concurrent_tasks": ("5000", "12400"),
-    "trajectories": ("300000", "1000000"),
-    "agreement_correctness": ("0.4732", "0.4778"),
-    "tokens_generated": ("616759036", "2002025810"),
-    "tokens_per_second": ("18917", "129833"),
-}
+PAPER_T1 = {  # experiments/paper_tables.csv, Table 1 (paper v2): (baseline, matrix)
+    k: (paper.value("T1", k, "baseline"), paper.value("T1", k, "matrix"))
+    for k in ("runtime", "concurrent_tasks", "trajectories", "agreement_correctness", "tokens_generated",
+              "tokens_per_second")
+}  # fmt: skip
 
 
 def table1(pair: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -274,7 +271,9 @@ def table1(pair: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]
     unit = "simulated s" if sim else "s"
 
     def ac(m: dict[str, Any]) -> str:
-        q = m["quality"]["agreement_correctness"]
+        q = (m.get("quality") or {}).get("agreement_correctness")
+        if not isinstance(q, dict):
+            return "not scored"
         return f"{q['value']:.3f} [{q['ci95'][0]:.3f}, {q['ci95'][1]:.3f}]"
 
     speed = ours["tokens_per_second"] / base["tokens_per_second"] if base["tokens_per_second"] else float("nan")
@@ -299,16 +298,15 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_table(pair: dict[str, dict[str, Any]], out: Path, *, title: str) -> str:
+def pair_table(
+    pair: dict[str, dict[str, Any]], *, title: str, name: str = "table1_coral", notes: Sequence[str] = ()
+) -> Table:
     header, rows = table1(pair)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = f"# {title}\n\n{markdown(header, rows)}\n"
-    out.with_suffix(".md").write_text(text)
-    with open(out.with_suffix(".csv"), "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    return text
+    return Table(name, title, header, rows, list(notes))
+
+
+def write_table(pair: dict[str, dict[str, Any]], out: Path, *, title: str) -> str:
+    return pair_table(pair, title=title, name=out.name).write(out)
 
 
 def best_of(run_dirs: Sequence[Path]) -> dict[str, Any]:
@@ -436,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pair.add_argument("--max-turns", type=int, default=None)
     pair.add_argument("--root", type=Path, default=Path("results/runs"))
     pair.add_argument("--table", type=Path, default=None, help="write the table here (.md and .csv)")
+    pair.add_argument("--run-id", default=None, help="run directories' name (default: a timestamp)")
     tab = sub.add_parser("table", help="Table 1 from run directories alone (each system at its best point)")
     tab.add_argument("--p2p", type=Path, nargs="+", required=True, help="P2P run directories (a sweep)")
     tab.add_argument("--controller", type=Path, nargs="+", required=True, help="controller run directories")
@@ -458,14 +457,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     with start_servers(
         args.backend, replicas=args.replicas, profile=args.profile, time_scale=args.time_scale, dataset=dataset
     ) as servers:
+        run_id = args.run_id or time.strftime("%Y%m%d-%H%M%S")
         result = run_pair(
             rows, servers, args.root, p2p_concurrency=args.concurrency, controller_window=args.window,
-            settings=settings,
+            settings=settings, run_id=run_id,
         )  # fmt: skip
     print(print_pair(result))
     if args.table:
         write_table(result, args.table, title="Coral, paper Table 1 layout")
         print(f"wrote {args.table.with_suffix('.md')} and .csv", file=sys.stderr)
+    from experiments import tracking
+
+    tracking.log_driver_runs(args.root, run_id, "experiments.coral pair")
     return 0
 
 

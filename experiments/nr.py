@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -27,8 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.common import backend_labels, fresh, hms, read_rows, serve_replicas, sim_mark, write_table
+from experiments import paper
+from experiments.common import (
+    Table,
+    backend_labels,
+    fresh,
+    hms,
+    read_rows,
+    serve_replicas,
+    sim_mark,
+)
 from matrix.cases import natural_reasoning as nr
+from matrix.cases.coral import wilson
 from matrix.runtime.config import RunConfig
 from matrix.runtime.report import write_json
 
@@ -54,15 +65,11 @@ SMALL_MODEL_SETTINGS = nr.NRSettings(
     max_doc_chars=2400,
 )
 
-# Paper v2 Tables 7, 8, 9 (../shared/paper/matrix_paper_tables.csv).
-PAPER_T7 = {nr.ENGLISH: 3.68, nr.CLASSIFIER: 90.24, nr.SCORE: 0.44, nr.NO_BOXED: 0.19, nr.SUCCESS: 5.45}
+# Paper v2 Tables 7, 8, 9 (experiments/paper_tables.csv).
+PAPER_T7 = {k: paper.number("T7", k) for k in (nr.ENGLISH, nr.CLASSIFIER, nr.SCORE, nr.NO_BOXED, nr.SUCCESS)}
 PAPER_T8 = {
-    (1, 14000, 1): 1.00,
-    (20, 700, 1): 1.61,
-    (240, 1, 1): 0.38,
-    (240, 50, 1): 1.43,
-    (1, 14000, 2): 1.03,
-    (1, 14000, 10): 0.91,
+    s: paper.number("T8", "(" + ",".join(map(str, s)) + ")")
+    for s in [(1, 14000, 1), (20, 700, 1), (240, 1, 1), (240, 50, 1), (1, 14000, 2), (1, 14000, 10)]
 }
 # The twin's counterpart of each paper setting (partitions, tasks per partition, agent instances).
 TWIN_T8 = {
@@ -73,12 +80,13 @@ TWIN_T8 = {
     (1, 14000, 2): (1, 500, 2),
     (1, 14000, 10): (1, 500, 10),
 }
+_T9_KEYS = {"concurrent_tasks": "concurrent_tasks", "docs": "webdocs_processed", "questions": "questions_generated",
+            "tokens": "tokens_generated", "tokens_per_second": "tokens_per_second"}  # fmt: skip
 PAPER_T9: dict[str, dict[str, Any]] = {
-    BATCH: {"runtime": "12:57:28", "concurrent_tasks": 14000, "docs": 9_300_000, "questions": 410_755,
-            "tokens": 129_622_944, "tokens_per_second": 2778},
-    P2P: {"runtime": "17:57:55", "concurrent_tasks": 14000, "docs": 25_000_000, "questions": 1_192_799,
-          "tokens": 378_591_258, "tokens_per_second": 5853},
-}  # fmt: skip
+    system: {"runtime": paper.value("T9", "runtime", side)}
+    | {k: int(paper.number("T9", m, side)) for k, m in _T9_KEYS.items()}
+    for system, side in ((BATCH, "baseline"), (P2P, "matrix"))
+}
 PAPER_SPEEDUP = 2.1
 
 
@@ -294,21 +302,33 @@ def tokens_per_second(m: dict[str, Any]) -> float:
 
 def table7(m: dict[str, Any], out: Path) -> str:
     """The funnel, measured from the run's drop reasons, beside the paper's."""
+    return funnel_table(m, out.name).write(out)
+
+
+def funnel_table(m: dict[str, Any], name: str = "table7_nr") -> Table:
+    """Paper Table 7 from the run's drop reasons: counts, our % with a 95% Wilson interval, the paper's %."""
     q = m["quality"]
-    rows = [
-        [k, f"{q['counts'][k]:,}", f"{q['percent'][k]:.2f}{'*' if m.get('simulated') else ''}", f"{PAPER_T7[k]:.2f}"]
-        for k in nr.OUTCOMES
-    ]
+    star = "*" if m.get("simulated") else ""
+    n = int(q.get("decided", sum(q["counts"].values())))  # the shares' denominator: decided documents
+
+    def pct(k: str) -> str:
+        lo, hi = wilson(int(q["counts"][k]), n) if n else (math.nan, math.nan)
+        return f"{q['percent'][k]:.2f}{star} [{100 * lo:.2f}, {100 * hi:.2f}]"
+
+    rows = [[k, f"{q['counts'][k]:,}", pct(k), f"{PAPER_T7[k]:.2f}"] for k in nr.OUTCOMES]
     rows.append(["documents that failed (bad input, errors)", f"{q['failed']:,}", "", ""])
     notes = [f"Ours: {m['system']} run of {q['documents']:,} documents on {m.get('hardware', '')}."]
     if m.get("simulated"):
         notes.append("* SIMULATED: the model decisions come from the sim behaviour calibrated to the paper's rates.")
-    return write_table(
-        out, "NaturalReasoning funnel, paper Table 7 layout", ["outcome", "documents", "ours %", "paper %"], rows, notes
-    )
+    header = ["outcome", "documents", "ours % [95% CI]", "paper %"]
+    return Table(name, "NaturalReasoning funnel, paper Table 7 layout", header, rows, notes)
 
 
 def table8(points: Sequence[dict[str, Any]], out: Path) -> str:
+    return parallelism_table(points, out.name).write(out)
+
+
+def parallelism_table(points: Sequence[dict[str, Any]], name: str = "table8_nr") -> Table:
     """P2P throughput per (partitions, tasks per partition, instances), normalized to the first setting."""
     base = None
     rows = []
@@ -330,10 +350,14 @@ def table8(points: Sequence[dict[str, Any]], out: Path) -> str:
         )
     header = ["paper setting (P, T, A)", "ours (P, T, A)", "tokens/s", "ours normalized", "paper normalized"]
     notes = ["P: data partitions; T: concurrent tasks per partition; A: instances per agent role."]
-    return write_table(out, "NaturalReasoning parallelism, paper Table 8 layout", header, rows, notes)
+    return Table(name, "NaturalReasoning parallelism, paper Table 8 layout", header, rows, notes)
 
 
 def table9(p2p: dict[str, Any], batch: dict[str, Any], out: Path) -> str:
+    return versus_table(p2p, batch, out.name).write(out)
+
+
+def versus_table(p2p: dict[str, Any], batch: dict[str, Any], name: str = "table9_nr") -> Table:
     """Both systems at their best: the paper's Table 9 rows, ours beside the paper's."""
     s = sim_mark(p2p)
 
@@ -362,7 +386,7 @@ def table9(p2p: dict[str, Any], batch: dict[str, Any], out: Path) -> str:
     rows.append(["speedup (tokens/s)" + s, "1.0x", f"{speedup:.2f}x", "1.0x", f"{PAPER_SPEEDUP}x"])
     header = ["", "Ray Data (ours)", "Matrix P2P (ours)", "Ray Data (paper)", "Matrix (paper)"]
     notes = [f"Ours on {p2p.get('hardware', '')}; both systems on the same replicas, documents and decisions."]
-    return write_table(out, "NaturalReasoning P2P vs Ray Data, paper Table 9 layout", header, rows, notes)
+    return Table(name, "NaturalReasoning P2P vs Ray Data, paper Table 9 layout", header, rows, notes)
 
 
 # ------------------------------------------------------------------------------------------ drivers
@@ -531,6 +555,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         res = write_tables(_load_metrics(args.table8), _load_metrics(args.batch), args.out)
         print("\n".join(res["texts"]))
+    if args.cmd in ("twin", "small"):
+        from experiments import tracking
+
+        run_id = args.run_id if args.cmd == "twin" else "small-cpu"
+        tracking.log_driver_runs(args.root, run_id, f"experiments.nr {args.cmd}")
     print(f"took {time.monotonic() - t0:.0f} s", file=sys.stderr)
     return 0
 

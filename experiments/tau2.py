@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from experiments.common import backend_labels, fresh, hms, read_rows, serve_replicas, sim_mark, write_table
+from experiments import paper
+from experiments.common import Table, backend_labels, fresh, hms, read_rows, serve_replicas, sim_mark
 from matrix.cases import tau2 as case
 from matrix.runtime.config import RunConfig
 from matrix.runtime.report import write_json
@@ -42,13 +43,15 @@ POOL_ACTOR = "tau2_tools"
 # The embedded model has a small context and never says the stop token: short replies, few steps.
 SMALL_MODEL_SETTINGS = case.Tau2Settings(domain="mock", max_steps=10, max_tokens=96)
 
-# Paper v2 Table 10 (../shared/paper/matrix_paper_tables.csv): telecom, gpt-oss-120b.
+# Paper v2 Table 10 (experiments/paper_tables.csv): telecom, gpt-oss-120b.
+_T10_KEYS = {"concurrent_tasks": "concurrent_tasks", "trajectories": "trajectories", "tokens": "tokens_generated",
+             "tokens_per_second": "tokens_per_second"}  # fmt: skip
 PAPER_T10: dict[str, dict[str, Any]] = {
-    THREADS: {"runtime": "1:13:41", "concurrent_tasks": 500, "trajectories": 1519, "average_reward": 0.5918,
-              "tokens": 11_080_385, "tokens_per_second": 2654},
-    P2P: {"runtime": "1:15:21", "concurrent_tasks": 1500, "trajectories": 22800, "average_reward": 0.5921,
-          "tokens": 185_376_127, "tokens_per_second": 41003},
-}  # fmt: skip
+    system: {"runtime": paper.value("T10", "runtime", side)}
+    | {"average_reward": paper.number("T10", "average_reward", side)}
+    | {k: int(paper.number("T10", m, side)) for k, m in _T10_KEYS.items()}
+    for system, side in ((THREADS, "baseline"), (P2P, "matrix"))
+}
 PAPER_SPEEDUP = 15.4
 
 
@@ -222,6 +225,12 @@ def run_threads(
 
 
 def table10(threads: dict[str, Any], p2p: dict[str, Any], out: Path, notes: Sequence[str] = ()) -> str:
+    return versus_table(threads, p2p, out.name, notes).write(out)
+
+
+def versus_table(
+    threads: dict[str, Any], p2p: dict[str, Any], name: str = "table10_tau2", notes: Sequence[str] = ()
+) -> Table:
     """The paper's Table 10 rows, ours beside the paper's."""
     s = sim_mark(p2p)
 
@@ -263,7 +272,7 @@ def table10(threads: dict[str, Any], p2p: dict[str, Any], out: Path, notes: Sequ
             "the same tasks, sampling and evaluator."
         ]
     title = "Tau2-bench P2P vs tau2's threaded runner, paper Table 10 layout"
-    return write_table(out, title, header, rows, [*base, *notes])
+    return Table(name, title, header, rows, [*base, *notes])
 
 
 def summary_line(m: dict[str, Any]) -> str:
@@ -432,6 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table10(res[THREADS], res[P2P], a.tables / "table10_tau2_small_cpu"))
     else:
         print(table10(_load(a.threads), _load(a.p2p), a.out / "table10_tau2"))
+        return 0
+    from experiments import tracking
+
+    tracking.log_driver_runs(a.root, a.run_id if a.cmd == "twin" else "small-cpu", f"experiments.tau2 {a.cmd}")
     return 0
 
 

@@ -341,3 +341,20 @@ def wire_size(message: Message) -> int:
     buf = io.BytesIO()
     pickle.Pickler(buf, protocol=5).dump(message)
     return buf.tell()
+
+
+def handle_bytes(value: Any) -> int:
+    """Bytes of the values that handles in `value` stand for (a message's row or a turn's content)."""
+    if isinstance(value, Offloaded):
+        return value.size
+    if isinstance(value, dict):
+        return sum(handle_bytes(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(handle_bytes(v) for v in value)
+    return 0
+
+
+def offloaded_bytes(message: Message) -> int:
+    """How many bytes of `message` travel as handles: its size with nothing offloaded is about its wire size
+    plus this (each handle's own few bytes aside)."""
+    return handle_bytes(message.row) + sum(handle_bytes(t.content) for t in message.turns)

@@ -37,7 +37,7 @@ from matrix.admission import Admission, Key, Lease
 from matrix.agent import RoleSpec
 from matrix.message import ERROR, Hop, Message
 from matrix.metrics import Metrics, TimeSeries
-from matrix.payload import PayloadLost, PayloadStore, owners_of, wire_size
+from matrix.payload import PayloadLost, PayloadStore, offloaded_bytes, owners_of, wire_size
 from matrix.peers import Peer, PeerSet
 from matrix.runtime.config import RunConfig
 from matrix.runtime.outbox import Outbox
@@ -300,6 +300,9 @@ class AgentActor(_Watchable, _PayloadOwner):
             self.payload.offload(msg)
             size = wire_size(msg)
             self.metrics.observe("hop_bytes", size, role, kind="bytes")
+            # the message's size with nothing offloaded (paper Fig 8 puts the offload threshold on it)
+            full = size + offloaded_bytes(msg) if self.payload.threshold is not None else size
+            self.metrics.observe("message_bytes", full, role, kind="bytes")
             self.metrics.inc("bytes_moved", "", size)
             if nxt is None:
                 await self.sender.to_sink(int(msg.route.get("partition", 0)), msg)

@@ -139,6 +139,7 @@ def build_metrics(
             "step": _summary(metrics.histogram("step_seconds"), time_scale),
         },
         "bytes_per_hop": _summary(metrics.histogram("hop_bytes"), 1.0),
+        "message_bytes": _summary(metrics.histogram("message_bytes"), 1.0),
         "hops_by_role": dict(metrics.counters.get("hops", {})),
         "quality": {},
         "versions": _versions(),

@@ -31,7 +31,7 @@ def test_tables_put_the_paper_beside_ours_and_mark_simulated_figures(tmp_path: P
     res = exp.write_tables(t8, batch, tmp_path)
     assert res["p2p"]["tokens_per_second"] == 600.0 and res["batch"]["tokens_per_second"] == 200.0
     t7, t8_text, t9 = res["texts"]
-    assert "| filtered_by_classifier | 902 | 90.20* | 90.24 |" in t7 and "SIMULATED" in t7
+    assert "| filtered_by_classifier | 902 | 90.20* [88.20, 91.89] | 90.24 |" in t7 and "SIMULATED" in t7  # Wilson 95%
     assert "| (20, 700, 1) | (4, 125, 1) | 200.0 (SIMULATED) | 2.00 | 1.61 |" in t8_text
     assert "| speedup (tokens/s) (SIMULATED) | 1.0x | 3.00x | 1.0x | 2.1x |" in t9
     assert "1:02:05 (SIMULATED)" in t9 and "| 25,000,000 |" in t9

@@ -65,3 +65,31 @@ def test_unreadable_run_is_reported_not_raised(tmp_path: Path, capsys: pytest.Ca
     assert tracking.log_run_dir(d, mode="offline") is None
     assert "no readable metrics.json" in capsys.readouterr().err
     assert tracking.log_run_dir(d, mode="disabled") is None
+
+
+def test_history_adds_tokens_per_second_and_recent_latency_quantiles() -> None:
+    series = [{"t": 1.0, "completion_tokens": 0, "tasks_in_flight": 4, "note": "x"},
+              {"t": 2.0, "completion_tokens": 50}, {"t": 4.0, "completion_tokens": 250}]  # fmt: skip
+    # four tasks created at 100 (the run's start); they finish 1, 2, 2 and 4 seconds in
+    outputs = [{"created": 100.0, "finished": 100.0 + f} for f in (1.0, 2.0, 2.0, 4.0)]
+    h = tracking.history(series, outputs, window=1.5)
+    assert "note" not in h[0] and "tokens_per_second" not in h[0] and h[0]["tasks_in_flight"] == 4
+    assert h[1]["tokens_per_second"] == 50.0 and h[2]["tokens_per_second"] == 100.0
+    assert (h[0]["latency_p50_s"], h[1]["latency_p50_s"], h[1]["latency_p99_s"]) == (1.0, 2.0, 2.0)
+    assert h[2]["latency_p50_s"] == 4.0  # only the task that finished within the last 1.5 s
+    # a sim run at time scale 10: the series is in simulated seconds, so are the rows' latencies
+    sim_series = [{**row, "t": 10 * row["t"]} for row in series]
+    scaled = tracking.history(sim_series, outputs, time_scale=10.0, window=15.0)
+    assert [s["latency_p50_s"] for s in scaled] == [10.0, 20.0, 40.0]
+
+
+def test_sample_rows_flatten_output_for_a_table() -> None:
+    rows = [{"task_id": "q1", "trial": 1, "status": "done", "turns": [
+        {"role": "teacher", "content": "Let us think.", "usage": {"completion_tokens": 7}},
+        {"role": "student", "content": {"content": "The answer is (B)."}, "usage": {"completion_tokens": 5}}]},
+        {"task_id": "q2", "status": "error", "error": "LLM 500", "turns": []}] * 15  # fmt: skip
+    sample = tracking.sample_rows(rows)
+    assert len(sample) == tracking.SAMPLE_ROWS
+    assert sample[0] == {"task_id": "q1", "trial": 1, "status": "done", "error": "", "turns": 2,
+                         "completion_tokens": 12, "last_text": "The answer is (B)."}  # fmt: skip
+    assert sample[1]["error"] == "LLM 500" and sample[1]["last_text"] == ""

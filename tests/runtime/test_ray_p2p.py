@@ -131,6 +131,13 @@ def test_offloading_moves_fewer_bytes_per_hop_on_long_histories(tmp_path: Path) 
     assert results["on"]["bytes_moved"] < results["off"]["bytes_moved"] / 4
     assert results["on"]["payload"]["puts"] >= 80
     assert results["off"]["payload"]["puts"] == 0
+    # The size a message would have with nothing offloaded (paper Fig 8) is the same with offloading on or off
+    # (up to the handles' own bytes), and with it off it is what travels.
+    on, off = results["on"], results["off"]
+    assert off["message_bytes"] == off["bytes_per_hop"]
+    assert on["message_bytes"]["count"] == off["message_bytes"]["count"]
+    assert abs(on["message_bytes"]["mean"] - off["message_bytes"]["mean"]) < 0.1 * off["message_bytes"]["mean"]
+    assert on["bytes_per_hop"]["mean"] < on["message_bytes"]["mean"] / 4
 
 
 def test_offloaded_payloads_are_fetched_from_their_owners_and_freed(tmp_path: Path) -> None:

@@ -1,0 +1,277 @@
+"""Every paper table we reproduce, regenerated from run directories alone.
+
+`make_tables(roots, out)` reads the runs under `roots` (experiments.rundirs), groups them by case
+and experiment (a run id up to its sweep suffix), takes each system at its best point as the paper
+does, and writes one Markdown and one CSV file per table, with the paper's values beside ours
+(experiments/paper_tables.csv), speedups, 95% intervals for quality metrics and every simulated
+figure marked. Tables: 1 (Coral), 2 (latency breakdown, from the Matrix runs' hops), 7, 8, 9
+(NaturalReasoning), 10 (Tau2-bench); 4 from the overhead benchmark's JSON when it exists; 6 when
+fault-injection runs exist. The experiment named `main` (default `twin`) gets the plain file names
+(`table1_coral`); any other gets its name as a suffix (`table10_tau2_small_cpu`).
+
+A run directory with a missing or corrupt file is reported by name (in the index and on stderr)
+and left out; the other runs still make their tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from experiments import paper, rundirs
+from experiments.common import Table, hms, sim_mark
+from experiments.rundirs import Problem, Run
+
+MATRIX = "matrix"
+BASELINES = {"coral": "coral-controller", "natural_reasoning": "ray-data", "tau2": "tau2-threads"}
+
+
+def shown(path: Path) -> str:
+    """A path as the reader should see it: relative to the working directory when under it."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def _suffix(experiment: str, main: str) -> str:
+    return "" if experiment == main else "_" + experiment.replace("-", "_").replace(".", "_")
+
+
+def _run_line(r: Run) -> str:
+    m = r.metrics
+    q = m.get("quality") or {}
+    extra = ""
+    if "parallelism" in m:
+        extra = f" at {tuple(m.get('parallelism') or ())}"
+    quality = ""
+    if isinstance(q.get("agreement_correctness"), dict):
+        quality = f", agreement correctness {q['agreement_correctness']['value']:.3f}"
+    elif "average_reward" in q:
+        quality = f", reward {q['average_reward']:.4f}"
+    elif "questions" in q:
+        quality = f", {q['questions']:,} questions"
+    return (
+        f"- {r.system}{extra} at concurrency {r.concurrency}: {r.tokens_per_second:,.1f} tokens/s{sim_mark(m)}, "
+        f"{m.get('trajectories', q.get('documents', '?'))} rows{quality}, {hms(float(m.get('measured_seconds', 0)))} "
+        f"({r.label})"
+    )
+
+
+def _every_run(runs: Sequence[Run]) -> list[str]:
+    return ["Every run (the table takes each system at its best tokens/s):", "", *map(_run_line, runs)]
+
+
+def breakdown_table(run: Run, name: str) -> Table | None:
+    """Paper Table 2: where a Matrix task's end-to-end time goes (p50/p99 over tasks, % of e2e latency)."""
+    b = run.breakdown
+    if not b:
+        return None
+    s = b["share_percent"]
+    mark = sim_mark(run.metrics)
+    rows = [
+        ["agent processing, p50", f"{s['agent_processing']['p50']:.2f}{mark}",
+         paper.value("T2", "agent_processing_share_p50")],
+        ["queuing, p50", f"{s['queuing']['p50']:.4f}", paper.value("T2", "queuing_share_p50")],
+        ["queuing, p99", f"{s['queuing']['p99']:.4f}", paper.value("T2", "queuing_share_p99")],
+        ["initialization, p50", f"{s['initialization']['p50']:.4f}", paper.value("T2", "initialization_share_p50")],
+        ["other (transit, sink), p50", f"{s['other']['p50']:.4f}", ""],
+    ]  # fmt: skip
+    notes = [
+        f"Ours: {b['tasks']:,} tasks of {run.label} on {run.metrics.get('hardware', '?')}; "
+        f"paper: {paper.entry('T2', 'agent_processing_share_p50')['note']}.",
+        "Shares are per task (a task's time in each part over its end-to-end time), from the hops in its row.",
+    ]
+    if run.simulated:
+        notes.append(
+            "SIMULATED: agent processing includes the sim backend's model time; queuing, initialization and "
+            "transit are the runtime's own, measured."
+        )
+    header = ["share of end-to-end latency (%)", "matrix (ours)", "matrix (paper)"]
+    return Table(name, "Matrix latency breakdown, paper Table 2 layout", header, rows, notes)
+
+
+def coral_tables(runs: Sequence[Run], suffix: str) -> list[Table]:
+    from experiments import coral
+
+    systems = rundirs.by_system(runs)
+    out: list[Table] = []
+    if MATRIX in systems and coral.CONTROLLER in systems:
+        ours, base = rundirs.best(systems[MATRIX]), rundirs.best(systems[coral.CONTROLLER])
+        pair = {coral.P2P: ours.metrics, coral.CONTROLLER: base.metrics}
+        hw = ours.metrics.get("hardware", "?")
+        out.append(coral.pair_table(pair, title=f"Coral, paper Table 1 layout ({hw})", name="table1_coral" + suffix,
+                                    notes=_every_run(runs)))  # fmt: skip
+    if MATRIX in systems:
+        t2 = breakdown_table(rundirs.best(systems[MATRIX]), "table2_overhead" + suffix)
+        if t2:
+            out.append(t2)
+    return out
+
+
+def nr_tables(runs: Sequence[Run], suffix: str) -> list[Table]:
+    from experiments import nr
+
+    systems = rundirs.by_system(runs)
+    out: list[Table] = []
+    p2p = systems.get(MATRIX, [])
+    batch = systems.get(nr.BATCH, [])
+    funnel_from = p2p or batch
+    if funnel_from:
+        out.append(nr.funnel_table(rundirs.best(funnel_from).metrics, "table7_nr" + suffix))
+    if any("parallelism" in r.metrics for r in p2p):
+        out.append(nr.parallelism_table([r.metrics for r in p2p], "table8_nr" + suffix))
+    if p2p and batch:
+        t9 = nr.versus_table(rundirs.best(p2p).metrics, rundirs.best(batch).metrics, "table9_nr" + suffix)
+        t9.notes += ["", *_every_run(runs)]
+        out.append(t9)
+    return out
+
+
+def tau2_tables(runs: Sequence[Run], suffix: str) -> list[Table]:
+    from experiments import tau2
+
+    systems = rundirs.by_system(runs)
+    if MATRIX not in systems or tau2.THREADS not in systems:
+        return []
+    ours, base = rundirs.best(systems[MATRIX]), rundirs.best(systems[tau2.THREADS])
+    return [tau2.versus_table(base.metrics, ours.metrics, "table10_tau2" + suffix, _every_run(runs))]
+
+
+BUILDERS = {"coral": coral_tables, "natural_reasoning": nr_tables, "tau2": tau2_tables}
+
+
+def tables_for(case: str, experiment: str, runs: Sequence[Run], *, main: str = "twin") -> list[Table]:
+    """The paper tables one experiment's runs make (none when the case has no table or a system is missing)."""
+    build = BUILDERS.get(case)
+    return build(runs, _suffix(experiment, main)) if build else []
+
+
+def overhead_table(bench: Path, problems: list[Problem]) -> Table | None:
+    """Paper Table 4 (runtime overhead with dummy agents, no LLM) from `matrix bench overhead`'s JSON."""
+    try:
+        data = json.loads(bench.read_text())
+        points = [p for p in data["points"] if p.get("tasks_finished")]
+        best = max(points, key=lambda p: float(p["trajectories_per_second"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        problems.append(Problem(bench, f"unreadable benchmark ({type(exc).__name__}: {exc})"))
+        return None
+    rows = [
+        ["trajectories/s", f"{best['trajectories_per_second']:,.1f}", paper.value("T4", "trajectories_per_second")],
+        ["messages/s", f"{best['messages_per_second']:,.0f}", paper.value("T4", "messages_per_second")],
+        ["bandwidth (MB/s)", f"{best['mb_per_second']:,.1f}", paper.value("T4", "bandwidth")],
+        ["agent processing share p50 (%)", "not measured", paper.value("T4", "agent_processing_share_p50")],
+    ]
+    notes = [
+        f"Ours: {data.get('workload', '?')}; {data.get('cpu_count', '?')} CPU cores; best of {len(points)} points "
+        f"(concurrency {best.get('concurrency')}, offload threshold {best.get('offload_threshold')}); "
+        f"from {shown(bench)}.",
+        f"Paper: {paper.entry('T4', 'trajectories_per_second')['note']}. Real measurements (no model) on both sides,"
+        " on very different machines.",
+    ]
+    return Table("table4_overhead", "Runtime overhead with dummy agents, paper Table 4 layout",
+                 ["", "matrix (ours)", "matrix (paper)"], rows, notes)  # fmt: skip
+
+
+def fault_table(runs: Sequence[Run]) -> Table | None:
+    """Paper Table 6 (an agent killed at intervals) from fault-injection runs (metrics carry a `chaos` block)."""
+    chaos = [r for r in runs if isinstance(r.metrics.get("chaos"), dict)]
+    if not chaos:
+        return None
+    r = chaos[-1]
+    c = r.metrics["chaos"]
+    base = c.get("fault_free") or {}
+    rows = [
+        ["runtime", hms(float(base.get("measured_seconds", math.nan) or 0)), hms(float(r.metrics["measured_seconds"])),
+         paper.value("T6", "runtime", "baseline"), paper.value("T6", "runtime")],
+        ["lost trajectories", "0", str(r.metrics.get("tasks_lost", "?")),
+         paper.value("T6", "lost_trajectories", "baseline"), paper.value("T6", "lost_trajectories")],
+        ["tokens/s", f"{float(base.get('tokens_per_second', math.nan)):,.1f}", f"{r.tokens_per_second:,.1f}",
+         paper.value("T6", "tokens_per_second", "baseline"), paper.value("T6", "tokens_per_second")],
+    ]  # fmt: skip
+    header = ["", "no faults (ours)", "with kills (ours)", "no faults (paper)", "with kills (paper)"]
+    return Table("table6_faults", "Fault tolerance, paper Table 6 layout", header, rows, [f"Ours: {r.label}."])
+
+
+@dataclass
+class Result:
+    tables: list[Table] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    figures: list[Any] = field(default_factory=list)  # experiments.plots.Plot
+
+
+def make_tables(
+    roots: Sequence[Path],
+    out: Path,
+    *,
+    bench: Path | None = None,
+    main: str = "twin",
+    figures: Path | None = None,
+    write: bool = True,
+) -> Result:
+    """Regenerate the tables from the runs under `roots` into `out` (plus `out/index.md`); with `figures`,
+    also the main experiment's figures of each case (experiments.plots) there."""
+    runs, problems = rundirs.discover(roots)
+    res = Result(runs=runs, problems=problems)
+    for (case, experiment), group in rundirs.experiments(runs).items():
+        made = tables_for(case, experiment, group, main=main)
+        if not made:
+            have = ", ".join(sorted(rundirs.by_system(group)))
+            res.skipped.append(f"{case}/{experiment}: no table (systems present: {have}; a pair needs both)")
+        res.tables += made
+        if figures is not None and write and experiment == main:
+            from experiments import plots
+
+            res.figures += plots.plots_for(case, experiment, group, figures)
+    t4 = overhead_table(bench / "overhead.json", problems) if bench else None
+    if t4:
+        res.tables.append(t4)
+    t6 = fault_table(runs)
+    if t6:
+        res.tables.append(t6)
+    else:
+        res.skipped.append("Table 6: no fault-injection runs (metrics with a `chaos` block) under the roots")
+    res.tables.sort(key=_order)
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        for t in res.tables:
+            t.write(out / t.name)
+        (out / "index.md").write_text(index(res, roots, out))
+    return res
+
+
+def _order(t: Table) -> tuple[int, str]:
+    """table1_coral, table2_overhead, ..., table10_tau2; a table's variants after it."""
+    head = t.name.split("_")[0].removeprefix("table")
+    return (int(head) if head.isdigit() else 99, t.name)
+
+
+def index(res: Result, roots: Sequence[Path], out: Path) -> str:
+    lines = [
+        "# Tables regenerated from run directories",
+        "",
+        f"Made by `scripts/make_tables.py` from {', '.join(f'`{shown(r)}`' for r in roots)}: {len(res.runs)} runs. "
+        "Paper values from `experiments/paper_tables.csv`. Figures marked SIMULATED (or *) come from the "
+        "`sim` backend: runtimes and tokens/s are in simulated seconds.",
+        "",
+    ]
+    lines += [f"- [{t.title}]({t.name}.md) (`{t.name}`)" for t in res.tables]
+    if res.figures:
+        lines += ["", "Figures:", ""]
+        lines += [f"- [{p.path.name}]({os.path.relpath(p.path, out)}): {p.caption}" for p in res.figures]
+    if res.skipped:
+        lines += ["", "Not made:", "", *(f"- {s}" for s in res.skipped)]
+    if res.problems:
+        lines += ["", "Problems (these files were left out; the other runs made their tables):", ""]
+        lines += [f"- `{shown(p.path)}`: {p.what}" for p in res.problems]
+    return "\n".join(lines) + "\n"
