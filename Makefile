@@ -72,6 +72,8 @@ calibrate: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
+# Every reproduce-* target ends by regenerating all tables and figures from results/runs (make tables).
+
 # Coral (paper Table 1). The MMLU-Pro file with real Llama-3.1-8B-Instruct answers grounds the sim
 # twin when ../shared is there; without it the twin runs on the generated set, ungrounded.
 MMLU ?= $(wildcard ../shared/data/mmlu_pro/mmlu_pro_test_llama31_8b_instruct.jsonl.gz)
@@ -86,6 +88,7 @@ reproduce-coral: reproduce-coral-small reproduce-coral-twin
 reproduce-coral-small: setup
 	$(PY) -m experiments.run backend=vllm-cpu case.limit=32 case.concurrency=32 case.window=32 \
 	  run_id=small-cpu table=results/tables/coral_small_cpu
+	$(PY) scripts/make_tables.py
 
 # (b) SIMULATED twin of Table 1 on this machine: 2 A100 replicas (sim profile a100-llama31-8b, time
 # scale 1), P2P at 50 conversations per replica as in the paper, the controller swept over its
@@ -95,6 +98,7 @@ reproduce-coral-twin: setup
 	$(PY) -m experiments.run backend=sim backend.replicas=2 backend.dataset=$(CORAL_DATASET) \
 	  backend.length_scale=20 case.input=$(CORAL_INPUT) case.limit=300 case.concurrency=100 \
 	  'case.window=[50,100,200]' progress=false run_id=twin table=results/tables/table1_coral
+	$(PY) scripts/make_tables.py
 
 # NaturalReasoning (paper Tables 7, 8, 9): P2P vs the Ray Data batch pipeline.
 reproduce-nr: reproduce-nr-small reproduce-nr-twin
@@ -102,12 +106,14 @@ reproduce-nr: reproduce-nr-small reproduce-nr-twin
 # (a) real: both systems on the embedded vLLM-CPU model (it plays the small and the large model).
 reproduce-nr-small: setup
 	$(PY) -m experiments.nr small --docs 48 --concurrency 16
+	$(PY) scripts/make_tables.py
 
 # (b) SIMULATED twin: 1 x h100-llama32-3b + 2 x h100x4-llama33-70b sim replicas, generated web-like
 # documents; P2P at Table 8's six settings (scaled, see experiments/nr.py), Ray Data swept over
 # (workers, batch size); Tables 7-9 from each system's best run.
 reproduce-nr-twin: setup
 	$(PY) -m experiments.nr twin --docs $(NR_DOCS) --t8-docs $(NR_T8_DOCS)
+	$(PY) scripts/make_tables.py
 
 # Tau2-bench (paper Table 10): P2P vs tau2's own threaded runner, telecom, same replicas and tasks.
 reproduce-tau2: reproduce-tau2-small reproduce-tau2-twin
@@ -116,12 +122,14 @@ reproduce-tau2: reproduce-tau2-small reproduce-tau2-twin
 # model rarely calls a tool or ends the conversation).
 reproduce-tau2-small: setup
 	$(PY) -m experiments.tau2 small --tasks 4
+	$(PY) scripts/make_tables.py
 
 # (b) SIMULATED twin: 4 x h100-gpt-oss-120b sim replicas (prefix caching on), 114 telecom tasks x 2
 # trials per run; the baseline at 33 and 100 threads, P2P at 100 concurrent tasks (25 per replica,
 # the paper's 27); about 40 minutes. See REPRODUCE.md for the scale.
 reproduce-tau2-twin: setup
 	$(PY) -m experiments.tau2 twin --replicas 4 --trials 2 --threads 33,100 --p2p-concurrency 100
+	$(PY) scripts/make_tables.py
 
 # What tau2's per-simulation results-file rewrite costs as a run grows (needs a baseline run's file).
 TAU2_RESULTS ?= results/runs/tau2/tau2-threads/twin-c100/tau2_results.json
