@@ -7,8 +7,11 @@ on Ray Serve, vLLM on CPU, the simulated engine, an external API):
 - at most `max_concurrency` requests in flight per replica, waiting callers queue here, not in
   the server;
 - least-outstanding-requests balancing over replicas, optionally sticky by a task key;
-- retries with exponential backoff and full jitter on 429, 5xx, timeouts, dropped connections and
-  unparseable replies, honouring `Retry-After`; never on 4xx input errors, which raise at once;
+- retries with exponential backoff and full jitter on 429, 5xx, timeouts (a hung server), dropped
+  or cut-off connections, unparseable replies and replies that are not completions, honouring
+  `Retry-After`; never on 4xx input errors, which raise at once;
+- every failed attempt counted by reason (`matrix.llm.errors`), per client (`stats()`) and per
+  process (`process_stats()`, which is how a runtime can collect them from its workers);
 - usage accounting per role from the server's `usage` field;
 - request bodies (tools, tool_choice, response_format, vendor extras) go to the server unchanged
   and the response comes back as the server's JSON, unchanged.
@@ -23,17 +26,20 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from matrix.llm.balancer import Balancer, Endpoint
-from matrix.llm.errors import LLMError, LLMRequestError, LLMUnavailableError
+from matrix.llm.errors import LLMError, LLMRequestError, LLMUnavailableError, http_reason
 from matrix.llm.usage import UsageLedger
 
 # 408 Request Timeout and 425 Too Early are transient too; 429 is back-pressure.
 RETRYABLE_4XX = frozenset({408, 425, 429})
+# Routes whose 200 reply must be a completion (a non-empty list of choices) to count as an answer.
+COMPLETION_PATHS = frozenset({"/chat/completions", "/completions"})
+MAX_REPLY_BYTES = 256 * 1024 * 1024
 
 
 def is_retryable_status(status: int) -> bool:
@@ -58,17 +64,110 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class ClientStats:
+    """Counters of one client (or, from `process_stats()`, of every client in the process).
+
+    `errors_by_reason` counts every failed attempt, retried or not; `failures_by_reason` counts the
+    requests that finally failed, by the reason of their last attempt.
+    """
+
     requests: int
     retries: int
     failures: int
     outstanding: int
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The counters as a run's metrics hold them (`llm_calls`); `outstanding` is left out."""
+        return {
+            "requests": self.requests,
+            "retries": self.retries,
+            "failures": self.failures,
+            "errors_by_reason": dict(self.errors_by_reason),
+            "failures_by_reason": dict(self.failures_by_reason),
+        }
+
+    def since(self, before: ClientStats) -> ClientStats:
+        """What was counted after `before` was taken (both from the same client or process)."""
+
+        def minus(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            return {k: v - b.get(k, 0) for k, v in a.items() if v - b.get(k, 0)}
+
+        return ClientStats(
+            requests=self.requests - before.requests,
+            retries=self.retries - before.retries,
+            failures=self.failures - before.failures,
+            outstanding=self.outstanding,
+            errors_by_reason=minus(self.errors_by_reason, before.errors_by_reason),
+            failures_by_reason=minus(self.failures_by_reason, before.failures_by_reason),
+        )
+
+
+def add_call_counts(counts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The sum of several `ClientStats.to_dict()` (one per actor process of a run)."""
+    out: dict[str, Any] = {"requests": 0, "retries": 0, "failures": 0, "errors_by_reason": {}, "failures_by_reason": {}}
+    for c in counts:
+        for k in ("requests", "retries", "failures"):
+            out[k] += int(c.get(k, 0))
+        for k in ("errors_by_reason", "failures_by_reason"):
+            for reason, n in c.get(k, {}).items():
+                out[k][reason] = out[k].get(reason, 0) + int(n)
+    return out
+
+
+@dataclass
+class _Counts:
+    requests: int = 0
+    retries: int = 0
+    failures: int = 0
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def error(self, reason: str) -> None:
+        self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + 1
+
+    def failure(self, reason: str) -> None:
+        self.failures += 1
+        self.failures_by_reason[reason] = self.failures_by_reason.get(reason, 0) + 1
+
+    def snapshot(self, outstanding: int) -> ClientStats:
+        return ClientStats(
+            requests=self.requests,
+            retries=self.retries,
+            failures=self.failures,
+            outstanding=outstanding,
+            errors_by_reason=dict(self.errors_by_reason),
+            failures_by_reason=dict(self.failures_by_reason),
+        )
+
+
+# Every client of this process adds to these too (an actor's clients come and go with its roles).
+_PROCESS = _Counts()
+
+
+def process_stats() -> ClientStats:
+    """The counters of every LLMClient this process has created (`outstanding` is not tracked: 0)."""
+    return _PROCESS.snapshot(0)
 
 
 class _Retryable(Exception):
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None, *, reason: str
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.reason = reason
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """The reason for a failure below HTTP: checked in this order since aiohttp's timeouts are also
+    connection errors."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "truncated"
+    return "connection"
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -91,6 +190,19 @@ def _error_text(body: bytes) -> str:
         elif isinstance(err, str):
             text = err
     return text[:500]
+
+
+def _completion_problem(reply: Mapping[str, Any], raw: bytes) -> str | None:
+    """Why a 200 reply is not a completion (None when it is one): `choices` must be a non-empty
+    list of objects. Some gateways answer 200 with an `error` object; its message is kept."""
+    choices = reply.get("choices")
+    if isinstance(choices, list) and choices and all(isinstance(c, dict) for c in choices):
+        return None
+    if "error" in reply:
+        return f"error in a 200 reply: {_error_text(raw)}"
+    if choices is None:
+        return f"no 'choices' in the reply (keys: {sorted(map(str, reply))[:10]})"
+    return f"'choices' must be a non-empty list of objects, got {json.dumps(choices)[:200]}"
 
 
 def message_text(response: Mapping[str, Any]) -> str:
@@ -119,6 +231,7 @@ class LLMClient:
         connect_timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         seed: int | None = None,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
@@ -133,22 +246,16 @@ class LLMClient:
         self.retry = retry or RetryPolicy()
         self.usage = UsageLedger()
         self._rng = random.Random(seed)
+        self.max_reply_bytes = max_reply_bytes
         self._session: aiohttp.ClientSession | None = None
-        self._requests = 0
-        self._retries = 0
-        self._failures = 0
+        self._counts = _Counts()
 
     @property
     def endpoints(self) -> list[Endpoint]:
         return self.balancer.endpoints
 
     def stats(self) -> ClientStats:
-        return ClientStats(
-            requests=self._requests,
-            retries=self._retries,
-            failures=self._failures,
-            outstanding=sum(e.outstanding for e in self.endpoints),
-        )
+        return self._counts.snapshot(sum(e.outstanding for e in self.endpoints))
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -201,33 +308,37 @@ class LLMClient:
     async def post(
         self, path: str, body: Mapping[str, Any], *, role: str = "default", sticky_key: str | None = None
     ) -> dict[str, Any]:
-        """Send one JSON request with retries; record usage for `role`."""
+        """Send one JSON request with retries; record usage for `role`.
+
+        A 200 reply on a completion route (`COMPLETION_PATHS`) must carry a non-empty `choices` list,
+        else it counts as a failed attempt (`bad_reply`) like unparseable JSON does.
+        """
         payload = json.dumps(body).encode()
         tried: set[str] = set()
         last: _Retryable | None = None
-        self._requests += 1
+        self._count_request()
         for attempt in range(self.retry.max_retries + 1):
             endpoint = self.balancer.pick(sticky_key=sticky_key, exclude=tried)
             try:
-                result = await self._post_once(endpoint, path, payload)
+                result = await self._post_once(endpoint, path, payload, completion=path in COMPLETION_PATHS)
             except _Retryable as exc:
                 last = exc
                 await self._back_off(exc, endpoint, tried, attempt, role)
                 continue
-            except LLMRequestError:
-                self._failures += 1
-                self.usage.record_failure(role)
+            except LLMRequestError as exc:
+                self._count_error(exc.reason)
+                self._count_failure(exc.reason, role)
                 raise
             self.usage.record(role, result.get("usage"))
             return result
-        self._failures += 1
-        self.usage.record_failure(role)
         assert last is not None
+        self._count_failure(last.reason, role)
         raise LLMUnavailableError(
-            f"{path} failed after {self.retry.max_retries + 1} attempts: {last}",
+            f"{path} failed after {self.retry.max_retries + 1} attempts (last: {last.reason}): {last}",
             endpoint=endpoint.base_url,
             status=last.status,
             attempts=self.retry.max_retries + 1,
+            reason=last.reason,
         )
 
     async def chat_stream(
@@ -249,7 +360,7 @@ class LLMClient:
         payload = json.dumps(body).encode()
         tried: set[str] = set()
         last: _Retryable | None = None
-        self._requests += 1
+        self._count_request()
         for attempt in range(self.retry.max_retries + 1):
             endpoint = self.balancer.pick(sticky_key=sticky_key, exclude=tried)
             yielded = False
@@ -262,38 +373,59 @@ class LLMClient:
                     yield chunk
             except _Retryable as exc:
                 if yielded:
-                    self._failures += 1
-                    self.usage.record_failure(role)
+                    self._count_error(exc.reason)
+                    self._count_failure(exc.reason, role)
                     raise LLMUnavailableError(
-                        f"stream broke after partial output: {exc}", endpoint=endpoint.base_url
+                        f"stream broke after partial output ({exc.reason}): {exc}",
+                        endpoint=endpoint.base_url,
+                        status=exc.status,
+                        attempts=attempt + 1,
+                        reason=exc.reason,
                     ) from exc
                 last = exc
                 await self._back_off(exc, endpoint, tried, attempt, role)
                 continue
-            except LLMRequestError:
-                self._failures += 1
-                self.usage.record_failure(role)
+            except LLMRequestError as exc:
+                self._count_error(exc.reason)
+                self._count_failure(exc.reason, role)
                 raise
             self.usage.record(role, usage)
             return
-        self._failures += 1
-        self.usage.record_failure(role)
+        assert last is not None
+        self._count_failure(last.reason, role)
         raise LLMUnavailableError(
-            f"/chat/completions (stream) failed after {self.retry.max_retries + 1} attempts: {last}",
+            f"/chat/completions (stream) failed after {self.retry.max_retries + 1} attempts "
+            f"(last: {last.reason}): {last}",
             endpoint=endpoint.base_url,
-            status=last.status if last else None,
+            status=last.status,
             attempts=self.retry.max_retries + 1,
+            reason=last.reason,
         )
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _count_request(self) -> None:
+        self._counts.requests += 1
+        _PROCESS.requests += 1
+
+    def _count_error(self, reason: str) -> None:
+        self._counts.error(reason)
+        _PROCESS.error(reason)
+
+    def _count_failure(self, reason: str, role: str) -> None:
+        self._counts.failure(reason)
+        _PROCESS.failure(reason)
+        self.usage.record_failure(role)
+
     async def _back_off(self, exc: _Retryable, endpoint: Endpoint, tried: set[str], attempt: int, role: str) -> None:
-        """After a retryable failure: prefer another replica next, count the retry, wait with jitter."""
+        """After a retryable failure: count it, prefer another replica next, wait with jitter."""
+        self._count_error(exc.reason)
         tried.add(endpoint.base_url)
         if len(tried) == len(self.endpoints):
             tried.clear()
         if attempt < self.retry.max_retries:
-            self._retries += 1
+            self._counts.retries += 1
+            _PROCESS.retries += 1
             self.usage.record_retry(role)
             await asyncio.sleep(self.retry.delay(attempt, self._rng, exc.retry_after))
 
@@ -304,25 +436,44 @@ class LLMClient:
             body["model"] = self.model
         return body
 
-    async def _post_once(self, endpoint: Endpoint, path: str, payload: bytes) -> dict[str, Any]:
+    async def _read_body(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
+        """The whole reply body, refusing one over `max_reply_bytes` without holding it in memory."""
+        limit = self.max_reply_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            raise _Retryable(
+                f"reply from {url} is {resp.content_length} bytes, over the limit of {limit}", reason="too_large"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise _Retryable(f"reply from {url} exceeds the limit of {limit} bytes", reason="too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _post_once(self, endpoint: Endpoint, path: str, payload: bytes, *, completion: bool) -> dict[str, Any]:
         url = endpoint.base_url + path
         # Outstanding counts queued and running requests, so balancing sees the real backlog.
         endpoint.outstanding += 1
         try:
             async with endpoint.slots, self._http().post(url, data=payload) as resp:
-                raw = await resp.read()
+                raw = await self._read_body(resp, url)
                 self._check_status(endpoint, url, resp.status, resp.headers, raw)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             endpoint.mark_failure(time.monotonic())
-            raise _Retryable(f"{type(exc).__name__} from {url}: {exc or 'timed out'}") from exc
+            raise self._transport_failure(exc, url) from exc
         finally:
             endpoint.outstanding -= 1
         try:
             parsed = json.loads(raw)
-        except ValueError as exc:
-            raise _Retryable(f"unparseable JSON from {url}: {raw[:200]!r}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise _Retryable(f"unparseable JSON from {url}: {raw[:200]!r}", reason="bad_json") from exc
         if not isinstance(parsed, dict):
-            raise _Retryable(f"reply from {url} is not a JSON object: {raw[:200]!r}")
+            raise _Retryable(f"reply from {url} is not a JSON object: {raw[:200]!r}", reason="bad_reply")
+        problem = _completion_problem(parsed, raw) if completion else None
+        if problem is not None:
+            raise _Retryable(f"reply from {url} is not a completion: {problem}", reason="bad_reply")
         endpoint.mark_success()
         return parsed
 
@@ -332,7 +483,7 @@ class LLMClient:
         try:
             async with endpoint.slots, self._http().post(url, data=payload) as resp:
                 if resp.status != 200:
-                    self._check_status(endpoint, url, resp.status, resp.headers, await resp.read())
+                    self._check_status(endpoint, url, resp.status, resp.headers, await self._read_body(resp, url))
                 async for raw_line in resp.content:
                     line = raw_line.strip()
                     if not line.startswith(b"data:"):
@@ -342,17 +493,27 @@ class LLMClient:
                         break
                     try:
                         chunk = json.loads(data)
-                    except ValueError as exc:
-                        raise _Retryable(f"unparseable SSE chunk from {url}: {data[:200]!r}") from exc
+                    except (ValueError, RecursionError) as exc:
+                        raise _Retryable(
+                            f"unparseable SSE chunk from {url}: {data[:200]!r}", reason="bad_json"
+                        ) from exc
                     if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):
-                        raise _Retryable(f"error event from {url}: {_error_text(data)}")
+                        raise _Retryable(f"error event from {url}: {_error_text(data)}", reason="bad_reply")
                     yield chunk
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             endpoint.mark_failure(time.monotonic())
-            raise _Retryable(f"{type(exc).__name__} from {url}: {exc or 'timed out'}") from exc
+            raise self._transport_failure(exc, url) from exc
         finally:
             endpoint.outstanding -= 1
         endpoint.mark_success()
+
+    def _transport_failure(self, exc: BaseException, url: str) -> _Retryable:
+        reason = _transport_reason(exc)
+        if reason == "timeout":
+            limits = f"total {self.timeout.total:g} s, connect {self.timeout.connect:g} s"
+            detail = f": {type(exc).__name__}: {exc}" if str(exc) else ""
+            return _Retryable(f"timed out waiting for {url} ({limits}){detail}", reason=reason)
+        return _Retryable(f"{type(exc).__name__} from {url}: {exc}", reason=reason)
 
     def _check_status(self, endpoint: Endpoint, url: str, status: int, headers: Mapping[str, str], raw: bytes) -> None:
         if status == 200:
@@ -361,7 +522,8 @@ class LLMClient:
         if is_retryable_status(status):
             if status >= 500:
                 endpoint.mark_failure(time.monotonic())
-            raise _Retryable(f"HTTP {status} from {url}: {detail}", status, _retry_after(headers))
+            reason = http_reason(status)
+            raise _Retryable(f"HTTP {status} from {url}: {detail}", status, _retry_after(headers), reason=reason)
         raise LLMRequestError(f"HTTP {status} from {url}: {detail}", endpoint=endpoint.base_url, status=status)
 
 
