@@ -43,7 +43,9 @@ class AdmissionStats:
     bad_rows: int = 0
     replayed: int = 0
     gave_up: int = 0
+    stale_losses: int = 0  # losses reported by copies of attempts that had been replayed already
     peak_in_flight: int = 0
+    stopped: bool = False
     replay_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -89,11 +91,19 @@ class Admission:
         self._slots = asyncio.Semaphore(max_concurrent_tasks)
         self._idle = asyncio.Event()
         self._exhausted = False
+        self._stopping = False
         self._seen_ids: dict[str, str] = {}
 
     @property
     def in_flight(self) -> int:
         return len(self.leases)
+
+    def stop(self) -> None:
+        """Admit nothing more (a graceful stop): `run` returns once the tasks in flight have ended."""
+        if not self._stopping:
+            self._stopping = True
+            self.stats.stopped = True
+            self._slots.release()  # wakes an admission loop waiting for a slot; it sees the flag
 
     def _message(self, lease: Lease) -> Message:
         r = lease.row
@@ -138,6 +148,8 @@ class Admission:
 
     async def _admit_all(self, tg: asyncio.TaskGroup, sends: asyncio.Semaphore) -> None:
         for row in self._rows:
+            if self._stopping:
+                return
             if row.error is None and row.task_id in self._seen_ids:
                 first = self._seen_ids[row.task_id]
                 row = SourceRow(
@@ -155,6 +167,8 @@ class Admission:
                     await self._error_row(row, trial, f"bad input row at {row.location}: {row.error}")
                     continue
                 await self._slots.acquire()
+                if self._stopping:
+                    return
                 lease = Lease(row, trial, 1, time.monotonic() + self.lease_seconds)
                 self.leases[key] = lease
                 self.stats.admitted += 1
@@ -175,10 +189,18 @@ class Admission:
             self._idle.set()
         return True
 
-    async def replay(self, key: Key, reason: str) -> bool:
-        """Start a lost task again from its first role with attempt + 1 (or give up)."""
+    async def replay(self, key: Key, reason: str, attempt: int | None = None) -> bool:
+        """Start a lost task again from its first role with attempt + 1 (or give up).
+
+        `attempt` is the attempt of the copy that was lost, when a copy reports its own loss: a copy
+        of an attempt that was already replayed is stale, and its loss changes nothing (the newer
+        attempt carries on). Without it (a census, an expired lease) the current attempt is meant.
+        """
         lease = self.leases.get(key)
         if lease is None or key in self.done:
+            return False
+        if attempt is not None and attempt != lease.attempt:
+            self.stats.stale_losses += 1
             return False
         self.stats.replay_reasons[reason] = self.stats.replay_reasons.get(reason, 0) + 1
         if lease.attempt >= self.max_attempts:
@@ -218,7 +240,9 @@ class Admission:
             "bad_rows": s.bad_rows,
             "replayed": s.replayed,
             "gave_up": s.gave_up,
+            "stale_losses": s.stale_losses,
             "peak_in_flight": s.peak_in_flight,
             "in_flight": len(self.leases),
+            "stopped": s.stopped,
             "replay_reasons": dict(s.replay_reasons),
         }

@@ -119,10 +119,12 @@ class PayloadStore:
         *,
         cache_bytes: int = 256 * 1024 * 1024,
         owned_bytes: int = DEFAULT_OWNED_BYTES,
+        inline_replays: bool = False,
     ) -> None:
         if threshold is not None and threshold < 0:
             raise ValueError(f"offload threshold must be >= 0 bytes or None (off), got {threshold}")
         self.threshold = threshold
+        self.inline_replays = inline_replays
         self.owner = owner
         self.epoch = int.from_bytes(os.urandom(6), "big")
         self._fetch = fetch
@@ -221,8 +223,10 @@ class PayloadStore:
         return value
 
     def offload(self, message: Message) -> Message:
-        """Offload the row and turn contents in place (no-op when offloading is off)."""
-        if self.threshold is None:
+        """Offload the row and turn contents in place (no-op when offloading is off, and for a replayed
+        attempt when `inline_replays` is set: its payloads travel with it, so no owner's death can
+        lose them again)."""
+        if self.threshold is None or (self.inline_replays and message.attempt > 1):
             return message
         task = message.key
         message.row = self.offload_value(message.row, task)

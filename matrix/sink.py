@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +69,30 @@ def repair_and_load_ledger(path: Path) -> tuple[set[Key], int]:
     return keys, cut
 
 
+LOCK_WAIT_SECONDS = 120.0
+
+
+def lock_exclusive(fh: Any, path: Path, wait_seconds: float) -> None:
+    """Hold an exclusive lock on the open output `fh` (released when it is closed or the process dies);
+    wait up to `wait_seconds` for another writer to let go, then fail naming the file."""
+    deadline = time.monotonic() + wait_seconds
+    said = False
+    while True:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"{path} is still being written by another process after {wait_seconds:g} s "
+                    "(an earlier run of the same run directory?); stop it, or wait, and run again"
+                ) from None
+            if not said:
+                said = True
+                print(f"sink: waiting for the earlier writer of {path} to exit", file=sys.stderr, flush=True)
+            time.sleep(0.2)
+
+
 class SinkWriter:
     """Writes finished messages; `accept` returns False for a duplicate."""
 
@@ -78,13 +104,22 @@ class SinkWriter:
         flush_seconds: float = 0.5,
         resolve: Callable[[Message], dict[str, Any]] | None = None,
         keep_latencies: int = 200_000,
+        lock_wait_seconds: float = LOCK_WAIT_SECONDS,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.done, cut = repair_and_load_ledger(self.path)
-        self.stats = SinkStats(resumed=len(self.done), repaired_bytes=cut)
+        # One writer per output file: a run killed with SIGKILL can leave its sink process alive for a
+        # few seconds, still flushing; a rerun waits for it to go before reading the ledger.
         self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        try:
+            lock_exclusive(self._fh, self.path, lock_wait_seconds)
+            self.done, cut = repair_and_load_ledger(self.path)
+        except BaseException:
+            self._fh.close()
+            raise
+        self.stats = SinkStats(resumed=len(self.done), repaired_bytes=cut)
         self._buffer: list[bytes] = []
+        self._buffered_keys: set[Key] = set()
         self._last_flush = time.monotonic()
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
@@ -95,6 +130,10 @@ class SinkWriter:
     def buffered(self) -> int:
         """Rows accepted but not yet written to the file."""
         return len(self._buffer)
+
+    def written(self, key: Key) -> bool:
+        """Whether `key`'s row is in the file (not merely accepted and still buffered)."""
+        return key in self.done and key not in self._buffered_keys
 
     def __contains__(self, key: Key) -> bool:
         return key in self.done
@@ -108,32 +147,68 @@ class SinkWriter:
             message.finished = time.time()
         row = self._to_row(message)
         self._buffer.append(json.dumps(row, ensure_ascii=False, default=str).encode() + b"\n")
+        self._buffered_keys.add(message.key)
         self._account(message)
         if len(self._buffer) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
         return True
 
     def _account(self, message: Message) -> None:
+        usage = [(role, u.prompt_tokens, u.completion_tokens) for role, u in message.usage_by_role().items()]
+        self._count(message.status, message.error, usage, message.finished - message.created)
+
+    def _count(self, status: str, error: str | None, usage: list[tuple[str, int, int]], latency: float) -> None:
         s = self.stats
-        if message.status == ERROR:
+        if status == ERROR:
             s.failed += 1
-            reason = (message.error or "unknown").split(":")[0][:80]
+            reason = (error or "unknown").split(":")[0][:80]
             s.errors_by_reason[reason] = s.errors_by_reason.get(reason, 0) + 1
-        elif message.status == DONE:
+        elif status == DONE:
             s.finished += 1
-        for role, u in message.usage_by_role().items():
+        for role, prompt, completion in usage:
             r = s.tokens_by_role.setdefault(role, {"prompt_tokens": 0, "completion_tokens": 0})
-            r["prompt_tokens"] += u.prompt_tokens
-            r["completion_tokens"] += u.completion_tokens
-            s.prompt_tokens += u.prompt_tokens
-            s.completion_tokens += u.completion_tokens
+            r["prompt_tokens"] += prompt
+            r["completion_tokens"] += completion
+            s.prompt_tokens += prompt
+            s.completion_tokens += completion
         if len(s.e2e_latencies) < self._keep_latencies:
-            s.e2e_latencies.append(message.finished - message.created)
+            s.e2e_latencies.append(latency)
+
+    def size(self) -> int:
+        """Bytes in the output file, rows still buffered left out."""
+        return self._fh.tell()
+
+    def take_over(self, offset: int) -> None:
+        """Count the rows after byte `offset` of the file as this writer's own (not as resumed).
+
+        A sink that is restarted in the middle of a run opens the file again and would count its
+        predecessor's rows as resumed from an earlier run; given where this run began, it carries
+        on the predecessor's counts instead (latencies included, from the rows' timestamps).
+        """
+        with open(self.path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+        taken = 0
+        for raw in data.splitlines():
+            if not raw.strip():
+                continue
+            row = json.loads(raw)
+            usage: dict[str, list[int]] = {}
+            for turn in row.get("turns") or []:
+                u = turn.get("usage") or {}
+                acc = usage.setdefault(str(turn.get("role")), [0, 0])
+                acc[0] += int(u.get("prompt_tokens") or 0)
+                acc[1] += int(u.get("completion_tokens") or 0)
+            latency = float(row.get("finished") or 0.0) - float(row.get("created") or 0.0)
+            self._count(str(row.get("status")), row.get("error"), [(r, p, c) for r, (p, c) in usage.items()], latency)
+            taken += 1
+        self.stats.resumed = max(0, self.stats.resumed - taken)
 
     def flush(self) -> None:
         if self._buffer:
             self._fh.write(b"".join(self._buffer))
             self._buffer.clear()
+            self._buffered_keys.clear()
             self._fh.flush()
         self._last_flush = time.monotonic()
 

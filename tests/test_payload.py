@@ -118,3 +118,18 @@ def test_owner_evicts_its_oldest_payloads_beyond_its_budget() -> None:
         store.offload(message(f"{i:03d}" + "e" * 997, f"t{i}"))
     assert store.owned_bytes <= 5000 and store.evicted >= 15
     assert store.stats()["evicted"] == store.evicted
+
+
+def test_a_replayed_attempt_keeps_its_payloads_inline_when_asked() -> None:
+    store = PayloadStore(512, "a", inline_replays=True)
+    first = store.offload(message("x" * 600))
+    assert isinstance(first.row["doc"], Offloaded)
+    replay = message("y" * 600)
+    replay.attempt = 2
+    store.offload(replay)
+    assert replay.row["doc"] == "y" * 600 and replay.turns[0].content == "y" * 600 + "!"
+    assert not has_offloaded(replay.row) and owners_of(replay) == set()
+    plain = PayloadStore(512, "b")  # the default: every attempt offloads
+    again = message("z" * 600)
+    again.attempt = 2
+    assert isinstance(plain.offload(again).row["doc"], Offloaded)

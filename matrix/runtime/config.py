@@ -36,10 +36,16 @@ class RunConfig:
     offload_threshold: int | None = DEFAULT_OFFLOAD_THRESHOLD
     lease_seconds: float = 3600.0
     max_attempts: int = 3
+    #: A replayed attempt keeps its payloads in the message instead of offloading them, so that it no
+    #: longer depends on other actors staying alive (a payload's owner dying is what replays most tasks).
+    inline_replays: bool = True
     workflow_modules: Sequence[str] = ()
     peer_policy: str = "p2c"
     progress: bool = True
     flush_every: int = 64
+    #: On SIGINT/SIGTERM: stop admitting and let the tasks in flight finish for at most this long, then
+    #: close the output (resumable either way: a rerun with the same run_dir does only what is missing).
+    drain_seconds: float = 30.0
     #: Serve live metrics for Prometheus at http://prometheus_host:prometheus_port/metrics (None: off).
     prometheus_port: int | None = None
     prometheus_host: str = "127.0.0.1"
@@ -53,6 +59,8 @@ class RunConfig:
             raise ValueError(f"num_partitions must be >= 1, got {self.num_partitions}")
         if self.peer_policy not in PEER_POLICIES:
             raise ValueError(f"peer_policy must be one of {PEER_POLICIES}, got {self.peer_policy!r}")
+        if self.drain_seconds < 0:
+            raise ValueError(f"drain_seconds must be >= 0, got {self.drain_seconds}")
         if self.offload_threshold is not None and self.offload_threshold < 0:
             raise ValueError(f"offload_threshold must be >= 0 or None (off), got {self.offload_threshold}")
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from matrix.admission import Admission
 from matrix.agent import Agent
+from matrix.llm.client import process_stats
 from matrix.message import ERROR, Hop, Message
 from matrix.metrics import Metrics, TimeSeries
 from matrix.runtime.config import RunConfig
@@ -109,6 +110,7 @@ async def run_local_async(cfg: RunConfig) -> dict[str, Any]:
     metrics = Metrics()
     series = TimeSeries()
     progress = Progress(None, enabled=cfg.progress)
+    calls_before = process_stats()
     t0 = time.monotonic()
     sampler = asyncio.create_task(_sample(series, metrics, t0))
     try:
@@ -129,6 +131,8 @@ async def run_local_async(cfg: RunConfig) -> dict[str, Any]:
         admissions=[a.snapshot() for _, a in results],
         metrics=metrics,
         time_scale=float(cfg.labels.get("time_scale", 1.0)),
+        # Every LLM client of this process, so a second run at the same time in it would count here too.
+        extra={"llm_calls": process_stats().since(calls_before).to_dict()},
     )
     write_json(cfg.run_dir / "metrics.json", out)
     write_json(cfg.run_dir / "timeseries.json", series.rows)

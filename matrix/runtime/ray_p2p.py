@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import signal
 import sys
+import threading
 import time
 import uuid
+import warnings
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -35,6 +40,7 @@ from ray.exceptions import RayActorError, RayError
 
 from matrix.admission import Admission, Key, Lease
 from matrix.agent import RoleSpec
+from matrix.llm.client import add_call_counts, process_stats
 from matrix.message import ERROR, Hop, Message
 from matrix.metrics import Metrics, TimeSeries
 from matrix.payload import PayloadLost, PayloadStore, offloaded_bytes, owners_of, wire_size
@@ -110,7 +116,7 @@ class _Sender:
         self.by_name.update({f"admission-{p}": h for p, h in self.admissions.items()})
         self._loaded.set()
 
-    def payload_store(self, threshold: int | None) -> PayloadStore:
+    def payload_store(self, threshold: int | None, *, inline_replays: bool = False) -> PayloadStore:
         """A payload store owned by this actor that fetches from the run's other actors."""
 
         async def fetch(owner: str, epoch: int, keys: list[int]) -> dict[int, Any]:
@@ -120,7 +126,7 @@ class _Sender:
                 return {}
             return dict(await handle.fetch_payloads.remote(epoch, keys))
 
-        return PayloadStore(threshold, self.name, fetch)
+        return PayloadStore(threshold, self.name, fetch, inline_replays=inline_replays)
 
     async def deliver(self, role: str, msg: Message) -> bool:
         """Hand `msg` to a live peer of `role`; False if none took it before the deadline."""
@@ -228,7 +234,7 @@ class AgentActor(_Watchable, _PayloadOwner):
         self.agent = spec.build()
         self.workflow = get_workflow(cfg.workflow)
         self.sender = _Sender(directory, cfg.peer_policy, name)
-        self.payload = self.sender.payload_store(cfg.offload_threshold)
+        self.payload = self.sender.payload_store(cfg.offload_threshold, inline_replays=cfg.inline_replays)
         self.agent._payload = self.payload
         self.metrics = Metrics()
         self.holding: dict[Key, int] = defaultdict(int)
@@ -324,7 +330,7 @@ class AgentActor(_Watchable, _PayloadOwner):
         await self.sender.load()
         adm = self.sender.admissions[int(msg.route.get("partition", 0))]
         with contextlib.suppress(RayError):
-            await adm.replay.remote(msg.key, reason)
+            await adm.replay.remote(msg.key, reason, msg.attempt)
 
     def held(self) -> list[Key]:
         return list(self.holding)
@@ -337,6 +343,7 @@ class AgentActor(_Watchable, _PayloadOwner):
         snap["payload"] = self.payload.stats()
         snap["errors"] = list(self.errors)
         snap["batching"] = self.sender.batching()
+        snap["llm_calls"] = process_stats().to_dict()  # this actor's process: counted since it (re)started
         snap["pid"] = os.getpid()
         return snap
 
@@ -350,19 +357,31 @@ class SinkActor(_Watchable, _PayloadOwner):
         cfg.import_modules()
         self.partition = partition
         self.writer = SinkWriter(cfg.output_path(partition), flush_every=cfg.flush_every)
+        # Where this run's rows begin, for a restarted incarnation to carry on its predecessor's counts.
+        start = cfg.output_path(partition).with_name(cfg.output_path(partition).name + ".offset")
+        with warnings.catch_warnings():  # Ray 2.60 warns about its own use of a deprecated attribute here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        if restarted and start.exists():
+            self.writer.take_over(int(json.loads(start.read_text())["offset"]))
+        else:
+            write_json(start, {"offset": self.writer.size()})
         self.sender = _Sender(directory, cfg.peer_policy, f"sink-{partition}")
-        self.payload = self.sender.payload_store(cfg.offload_threshold)
+        self.payload = self.sender.payload_store(cfg.offload_threshold, inline_replays=cfg.inline_replays)
         self.pending_free: dict[str, list[Key]] = defaultdict(list)
         self.payload_lost = 0
         self._bg: set[asyncio.Future[None]] = set()
         self.pending_durable: list[Key] = []
+        self.receiving: set[Key] = set()  # keys of messages in finish_batch, until accepted or refused
         self._flusher: asyncio.Task[None] | None = None
 
     def done_keys(self) -> list[Key]:
         return list(self.writer.done)
 
-    def known(self, keys: list[Key]) -> list[Key]:
-        return [k for k in keys if k in self.writer.done]
+    def known(self, keys: list[Key]) -> list[tuple[Key, bool]]:
+        """The keys that have a row here, or are being received (a census must not replay those), each
+        with whether its row is in the file already."""
+        return [(k, self.writer.written(k)) for k in keys if k in self.writer.done or k in self.receiving]
 
     async def finish(self, msg: Message) -> bool:
         return (await self.finish_batch([msg]))[0]
@@ -370,10 +389,12 @@ class SinkActor(_Watchable, _PayloadOwner):
     async def finish_batch(self, msgs: list[Message]) -> list[bool]:
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop())
+        self.receiving.update(m.key for m in msgs)  # `known` counts them while their payloads are fetched
         await self.sender.load()
         owners = [owners_of(m) for m in msgs]
         resolved = await asyncio.gather(*(self._resolve(m) for m in msgs))
         accepted = [ok and self.writer.accept(m) for m, ok in zip(msgs, resolved, strict=True)]
+        self.receiving.difference_update(m.key for m in msgs)  # in writer.done now, or refused
         # Free a task's payloads only once it is done here (a free is per task, so freeing after a
         # failed fetch would also drop the payloads of its replay), and only after the fetches: a
         # free sent earlier could overtake a fetch still queued.
@@ -381,7 +402,9 @@ class SinkActor(_Watchable, _PayloadOwner):
             if m.key in self.writer.done:
                 for owner in names:
                     self.pending_free[owner].append(m.key)
-        credited = [m.key for m, ok in zip(msgs, accepted, strict=True) if ok]
+        # Credit every task that has its row now, a duplicate copy's too: a copy that arrives after its
+        # task was replayed frees the replay's lease, which would otherwise wait for a row forever.
+        credited = list(dict.fromkeys(m.key for m in msgs if m.key in self.writer.done))
         if credited:
             self.pending_durable.extend(credited)
             # Push the credits (one call per batch); each lease stays until its row is durable.
@@ -402,7 +425,7 @@ class SinkActor(_Watchable, _PayloadOwner):
             self.payload_lost += 1
             adm = self.sender.admissions[self.partition]
             with contextlib.suppress(RayError):
-                await adm.replay.remote(msg.key, f"payload lost at the sink: {type(exc).__name__}")
+                await adm.replay.remote(msg.key, f"payload lost at the sink: {type(exc).__name__}", msg.attempt)
             return False
 
     def _free_payloads(self) -> None:
@@ -456,7 +479,7 @@ class AdmissionActor(_Watchable, _PayloadOwner):
         self.partition = partition
         self.workflow = get_workflow(cfg.workflow)
         self.sender = _Sender(directory, cfg.peer_policy, f"admission-{partition}")
-        self.payload = self.sender.payload_store(cfg.offload_threshold)
+        self.payload = self.sender.payload_store(cfg.offload_threshold, inline_replays=cfg.inline_replays)
         self.admission: Admission | None = None
         self.credited: dict[Key, Lease] = {}  # finished, row not yet durable
         self.durable_early: set[Key] = set()  # durable reported before its credit arrived
@@ -464,6 +487,7 @@ class AdmissionActor(_Watchable, _PayloadOwner):
         self.census_count = 0
         self.deaths = 0
         self.events: list[dict[str, Any]] = []
+        self.stop_requested = False
 
     async def _send_first(self, msg: Message) -> None:
         msg.route["partition"] = self.partition
@@ -504,6 +528,8 @@ class AdmissionActor(_Watchable, _PayloadOwner):
             lease_seconds=cfg.lease_seconds,
             max_attempts=cfg.max_attempts,
         )
+        if self.stop_requested:
+            self.admission.stop()
         monitor = asyncio.create_task(self._monitor())
         try:
             await self.admission.run()
@@ -513,6 +539,12 @@ class AdmissionActor(_Watchable, _PayloadOwner):
         finally:
             monitor.cancel()
         return self.progress()
+
+    def stop(self) -> None:
+        """Graceful stop: admit nothing more; `run` returns when the tasks in flight have ended."""
+        self.stop_requested = True
+        if self.admission is not None:
+            self.admission.stop()
 
     def credit_batch(self, keys: list[Key]) -> None:
         for key in keys:
@@ -537,10 +569,10 @@ class AdmissionActor(_Watchable, _PayloadOwner):
             if self.credited.pop(key, None) is None and self.admission is not None and key in self.admission.leases:
                 self.durable_early.add(key)
 
-    async def replay(self, key: Key, reason: str) -> bool:
+    async def replay(self, key: Key, reason: str, attempt: int | None = None) -> bool:
         if self.admission is None:
             return False
-        return await self.admission.replay((key[0], key[1]), reason)
+        return await self.admission.replay((key[0], key[1]), reason, attempt)
 
     def progress(self) -> dict[str, Any]:
         snap: dict[str, Any] = self.admission.snapshot() if self.admission else {"admitted": 0, "in_flight": 0}
@@ -587,25 +619,33 @@ class AdmissionActor(_Watchable, _PayloadOwner):
                 self.events.append({"t": time.time(), "event": "census: actor unavailable", "actor": name})
                 continue  # a restarting actor holds nothing
             held.update((k[0], k[1]) for k in keys)
-        candidates = [k for k in self.admission.leases if k not in held]
-        if sink_died:
-            # Rows credited but not yet flushed died with the sink: run them again.
-            candidates += [k for k in self.credited if k not in held]
-        if not candidates:
+        leased = [k for k in self.admission.leases if k not in held]
+        # Rows credited but not yet flushed died with the sink (if it died): run them again.
+        unflushed = [k for k in self.credited if k not in held] if sink_died else []
+        if not leased and not unflushed:
             return
         sink = self.sender.sinks[self.partition]
-        known = {tuple(k) for k in await self.sender.call_with_retry(sink.known, candidates)}
+        answer = await self.sender.call_with_retry(sink.known, leased + unflushed)
+        known = {(k[0], k[1]) for k, _ in answer}
+        # A row in the file whose credit or durable report died with the sink that sent it: settle it
+        # here, or its lease would wait for that report for ever.
+        for k, written in answer:
+            key = (k[0], k[1])
+            if written:
+                if key in self.admission.leases:
+                    self.credit(key)
+                self.credited.pop(key, None)
+                self.durable_early.discard(key)
         replayed = 0
-        for key in candidates:
-            if key in known:
-                continue
-            lost_row = self.credited.pop(key, None)
+        for key in unflushed:
+            # A credit or a durable report may have come in while the sink was asked: look again.
+            lost_row = self.credited.pop(key, None) if key not in known else None
             if lost_row is not None:
-                # Its row died unflushed with the sink: admit the task again.
                 await self.admission.readmit(lost_row, "sink died before flush")
                 replayed += 1
-                continue
-            if await self.admission.replay(key, "actor died"):
+        for key in leased:
+            # `replay` passes over a task credited in the meantime (its row reached the sink).
+            if key not in known and await self.admission.replay(key, "actor died"):
                 replayed += 1
         self.events.append({"t": time.time(), "event": "census", "replayed": replayed})
 
@@ -624,6 +664,18 @@ def _get_or(default: Any, refs: list[Any], timeout: float = 10.0) -> list[Any]:
         except (RayError, TimeoutError):
             out.append(default)
     return out
+
+
+def _call_restarting(method: Any, *args: Any, deadline_seconds: float = 120.0) -> Any:
+    """Call a restartable actor's `method`, waiting for it while it restarts (up to the deadline)."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            return ray.get(method.remote(*args), timeout=max(1.0, deadline - time.monotonic()))
+        except RayActorError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
 
 
 def local_only() -> None:
@@ -672,6 +724,10 @@ class RayRun:
         ensure_ray()
         self.cfg = cfg
         self.run_id = uuid.uuid4().hex[:8]
+        # Set from a signal handler (run_ray) or another thread: stop admitting, drain, close the output.
+        self.stop_requested = threading.Event()
+        self.stop_now = threading.Event()
+        self.stop_reason = ""
         self.directory = Directory.remote()  # type: ignore[attr-defined]
         # Restartable actors re-run their constructor from these arguments: the driver keeps the
         # config pinned in the object store for the whole run (see ray-project/ray#53727).
@@ -713,21 +769,24 @@ class RayRun:
     def all_agents(self) -> list[tuple[str, Any]]:
         return [x for entries in self.agents.values() for x in entries]
 
-    def _actor_metrics(self) -> tuple[Metrics, list[str], dict[str, int]]:
+    def _actor_metrics(self) -> tuple[Metrics, list[str], dict[str, int], dict[str, Any]]:
+        """Merged metrics, internal errors, payload counters and LLM call counters of every agent actor."""
         merged = Metrics()
         errors: list[str] = []
         payload: dict[str, int] = defaultdict(int)
+        calls: list[dict[str, Any]] = []
         for snap in _get_or(None, [h.stats.remote() for _, h in self.all_agents()], timeout=60):
             if snap is None:
                 errors.append("an agent actor was restarting; its metrics since the restart are missing")
                 continue
             merged.merge_snapshot(snap)
+            calls.append(snap.get("llm_calls", {}))
             errors += snap["errors"]
             for k, v in snap["payload"].items():
                 payload[k] += v
             for k, v in snap.get("batching", {}).items():
                 payload[f"send_{k}"] += v
-        return merged, errors, dict(payload)
+        return merged, errors, dict(payload), add_call_counts(calls)
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -742,11 +801,35 @@ class RayRun:
         last_export = 0.0
         refs = [a.run.remote() for a in self.admissions.values()]
         pending = list(refs)
+        stopped_at: float | None = None
+        zero = {"finished": 0, "failed": 0, "completion_tokens": 0}
+        last_counts: dict[int, dict[str, int]] = {}
         try:
             while pending:
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+                if self.stop_requested.is_set() and stopped_at is None:
+                    stopped_at = time.monotonic()
+                    for a in self.admissions.values():
+                        a.stop.remote()
+                    print(
+                        f"matrix: stopping ({self.stop_reason}): no new tasks; waiting up to {cfg.drain_seconds:g} s "
+                        "for the tasks in flight (again to stop now); the output stays resumable",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                if (
+                    stopped_at is not None
+                    and pending
+                    and (self.stop_now.is_set() or time.monotonic() - stopped_at >= cfg.drain_seconds)
+                ):
+                    break
                 snaps = ray.get([a.progress.remote() for a in self.admissions.values()])
-                counts = ray.get([s.counts.remote() for s in self.sinks.values()])
+                # A sink that is restarting keeps its last counts until it answers again.
+                fresh = _get_or(None, [s.counts.remote() for s in self.sinks.values()], timeout=5.0)
+                counts = [
+                    c if c is not None else last_counts.get(p, zero) for p, c in zip(self.sinks, fresh, strict=True)
+                ]
+                last_counts = dict(zip(self.sinks, counts, strict=True))
                 loads = _get_or(0, [h.load.remote() for _, h in self.all_agents()])
                 depth: dict[str, int] = defaultdict(int)
                 for (name, _), load in zip(self.all_agents(), loads, strict=True):
@@ -764,10 +847,11 @@ class RayRun:
                 if exporter is not None and time.monotonic() - last_export >= 5.0:
                     last_export = time.monotonic()
                     exporter.update(self._actor_metrics()[0].to_prometheus() + gauges_text(gauges))
-            results = ray.get(refs)
+            drained = not pending
+            results = ray.get(refs) if drained else _get_or({}, [a.progress.remote() for a in self.admissions.values()])
             wall = time.monotonic() - t0
-            sinks = ray.get([s.close.remote() for s in self.sinks.values()])
-            merged, errors, payload = self._actor_metrics()
+            sinks = [_call_restarting(s.close) for s in self.sinks.values()]
+            merged, errors, payload, llm_calls = self._actor_metrics()
         finally:
             if exporter is not None:
                 exporter.stop()
@@ -785,7 +869,17 @@ class RayRun:
                 "actor_deaths": sum(r.get("deaths", 0) for r in results),
                 "census_runs": sum(r.get("census", 0) for r in results),
                 "internal_errors": errors,
+                # Each agent actor's process since it (re)started: a killed actor's earlier calls are not here.
+                "llm_calls": llm_calls,
                 "actors": {role: len(v) for role, v in self.agents.items()},
+                "stopped": None
+                if stopped_at is None
+                else {
+                    "reason": self.stop_reason,
+                    "after_seconds": stopped_at - t0,
+                    "drained": drained,
+                    "unfinished_in_flight": sum(int(r.get("in_flight", 0)) for r in results),
+                },
             },
         )
         write_json(cfg.run_dir / "metrics.json", out)
@@ -801,12 +895,54 @@ class RayRun:
             with contextlib.suppress(RayError, ValueError):
                 ray.kill(h, no_restart=True)
 
+    def request_stop(self, reason: str) -> None:
+        """First call: stop admitting and drain (up to `drain_seconds`); second call: stop now."""
+        if self.stop_requested.is_set():
+            self.stop_now.set()
+        else:
+            self.stop_reason = reason
+            self.stop_requested.set()
+
+
+@contextlib.contextmanager
+def stop_on_signals(run: RayRun, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """SIGINT/SIGTERM stop `run` gracefully (the first drains, the second stops now, a third is the
+    default action); outside the main thread nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    count = 0
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal count
+        count += 1
+        if count > 2:
+            signal.signal(signum, previous[signum])
+            signal.raise_signal(signum)
+            return
+        run.request_stop(signal.Signals(signum).name)
+
+    for sig in signals:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
 
 def run_ray(cfg: RunConfig) -> dict[str, Any]:
-    """Run `cfg` on Ray (a private local cluster on 127.0.0.1 unless Ray is already initialised)."""
+    """Run `cfg` on Ray (a private local cluster on 127.0.0.1 unless Ray is already initialised).
+
+    SIGINT/SIGTERM stop it gracefully: nothing new is admitted, the tasks in flight get up to
+    `cfg.drain_seconds` to finish, the output is closed and metrics say `stopped`. A rerun with the
+    same `run_dir` skips what is in the output and does the rest (so does a rerun after SIGKILL).
+    """
     deployment = RayRun(cfg)
     try:
-        return deployment.run()
+        with stop_on_signals(deployment):
+            return deployment.run()
     finally:
         deployment.shutdown()
 

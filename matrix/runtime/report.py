@@ -117,6 +117,8 @@ def build_metrics(
         "tasks_bad_input": bad_rows,
         "tasks_lost": in_flight_left,
         "tasks_replayed": sum(a["replayed"] for a in admissions),
+        "tasks_gave_up": sum(a.get("gave_up", 0) for a in admissions),  # replayed max_attempts times: error rows
+        "stale_losses": sum(a.get("stale_losses", 0) for a in admissions),
         "replay_reasons": _sum_counts(a.get("replay_reasons", {}) for a in admissions),
         "tasks_resumed": sum(s.resumed for s in sinks),
         "duplicate_rows": 0,
