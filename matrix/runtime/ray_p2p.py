@@ -533,8 +533,10 @@ class AdmissionActor(_Watchable, _PayloadOwner):
         monitor = asyncio.create_task(self._monitor())
         try:
             await self.admission.run()
-            # Every task has been credited; wait until the sink has made every row durable.
-            while self.credited:
+            # Every task has been credited; wait until the sink has made every row durable. A sink that
+            # dies now takes unflushed rows with it, and the census admits those tasks again: wait for
+            # them too (`leases`), or they would be left in flight when the run ends.
+            while self.credited or self.admission.leases:
                 await asyncio.sleep(0.05)
         finally:
             monitor.cancel()
