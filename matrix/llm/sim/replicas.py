@@ -104,8 +104,12 @@ def start_sim_replicas(
     host: str = "127.0.0.1",
     num_cpus: float = 0.0,
     timeout: float = 120.0,
+    ports: list[int] | None = None,
 ) -> SimReplicas:
-    """Start `n` replicas as Ray actors; returns their base URLs (`.stop()` ends them)."""
+    """Start `n` replicas as Ray actors; returns their base URLs (`.stop()` ends them).
+
+    `ports` (one per replica) fixes where they listen; by default each picks a free port.
+    """
     import ray
 
     if n < 1:
@@ -116,10 +120,12 @@ def start_sim_replicas(
     get_behaviour(behaviour, **(behaviour_config or {}))
     if not time_scale > 0:
         raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
+    if ports is not None and len(ports) != n:
+        raise ValueError(f"ports must give one port per replica ({n}), got {ports}")
     actor_cls: Any = ray.remote(num_cpus=num_cpus)(SimReplicaActor)
     actors: list[Any] = [actor_cls.remote(prof, time_scale, behaviour, behaviour_config, model, host) for _ in range(n)]
     try:
-        urls = ray.get([a.start.remote() for a in actors], timeout=timeout)
+        urls = ray.get([a.start.remote(ports[i] if ports else 0) for i, a in enumerate(actors)], timeout=timeout)
     except BaseException:
         for actor in actors:
             ray.kill(actor)
