@@ -16,7 +16,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 PHONY_SLURM := slurm-up slurm-down
 PHONY_RESULTS := tables report reference
-.PHONY: $(PHONY_SLURM) $(PHONY_RESULTS) setup demo test test-fast lint bench bench-serving bench-runtime calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin reproduce-nr reproduce-nr-small reproduce-nr-twin reproduce-tau2 reproduce-tau2-small reproduce-tau2-twin bench-tau2-rewrite
+.PHONY: $(PHONY_SLURM) $(PHONY_RESULTS) setup demo test test-fast lint bench bench-serving bench-runtime bench-chaos calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin reproduce-nr reproduce-nr-small reproduce-nr-twin reproduce-tau2 reproduce-tau2-small reproduce-tau2-twin bench-tau2-rewrite
 
 setup: $(STAMP)
 
@@ -65,6 +65,15 @@ bench-runtime: setup
 	$(VENV)/bin/matrix bench offload
 
 bench: bench-serving bench-runtime
+
+# Paper Tables 5 and 6 (SIMULATED): 5,000 Coral tasks fault-free, then with a random agent killed every
+# 5 s (about 6 minutes here); results/bench/chaos.json, then every table (table6_faults among them).
+CHAOS_TASKS ?= 5000
+CHAOS_INTERVAL ?= 5
+CHAOS_TARGETS ?= agent
+bench-chaos: setup
+	$(VENV)/bin/matrix bench chaos --tasks $(CHAOS_TASKS) --interval $(CHAOS_INTERVAL) --targets $(CHAOS_TARGETS)
+	$(MAKE) tables
 
 calibrate: setup
 	$(PY) scripts/calibrate_sim.py

@@ -34,7 +34,7 @@ def test_reference_runs_regenerate_the_committed_tables(tmp_path: Path) -> None:
     assert res.problems == []
     names = {t.name for t in res.tables}
     for want in ("table1_coral", "table2_overhead", "table4_overhead", "table7_nr", "table8_nr", "table9_nr",
-                 "table10_tau2"):  # fmt: skip
+                 "table10_tau2", "table6_faults"):  # fmt: skip
         assert want in names
     for t in res.tables:
         for suffix in (".md", ".csv"):
@@ -44,7 +44,9 @@ def test_reference_runs_regenerate_the_committed_tables(tmp_path: Path) -> None:
             assert made == committed.read_text(), f"{committed.name} differs from what the reference runs give"
     t1 = (tmp_path / "table1_coral.md").read_text()
     assert "(SIMULATED)" in t1 and "agreement correctness [95% CI]" in t1 and "| 6.8x |" in t1
-    assert "Table 6: no fault-injection runs" in (tmp_path / "index.md").read_text()
+    t6 = (tmp_path / "table6_faults.md").read_text()
+    assert "| lost trajectories | 0 of 5000 | 0 of 5000 | 0 | 4080 of 200k |" in t6 and "SIMULATED" in t6
+    assert "no fault-injection runs" not in (tmp_path / "index.md").read_text()
 
 
 def _copy(names: list[str], dest: Path) -> None:
@@ -93,11 +95,40 @@ def test_no_runs_is_a_clear_error(tmp_path: Path) -> None:
 def test_fault_runs_make_table6(tmp_path: Path) -> None:
     d = tmp_path / "coral" / "matrix" / "chaos"
     d.mkdir(parents=True)
-    fault_free = {"tokens_per_second": 100.0, "measured_seconds": 114.0}
-    metrics = {"case": "coral", "system": "matrix", "tokens_per_second": 95.0, "measured_seconds": 120.0,
-               "tasks_lost": 0, "chaos": {"fault_free": fault_free}}  # fmt: skip
+    fault_free = {
+        "tokens_per_second": 100.0,
+        "measured_seconds": 114.0,
+        "tasks": 5000,
+        "lost": 0,
+        "duplicate_rows": 0,
+        "agreement_correctness": 0.47,
+        "run_dir": str(d / "fault_free"),
+    }
+    chaos = {
+        "fault_free": fault_free,
+        "targets": ["agent"],
+        "interval_seconds": 5.0,
+        "kills": 30,
+        "restarts": 30,
+        "mean_restart_seconds": 1.84,
+        "lost": 0,
+        "duplicate_rows": 0,
+        "failed_rows": 0,
+        "tasks_replayed": 412,
+        "tokens_per_second": 95.0,
+        "throughput_change_percent": -5.0,
+        "trajectories_differing_from_fault_free": 0,
+    }
+    metrics = {"case": "coral", "system": "matrix", "simulated": True, "tokens_per_second": 999.0,
+               "measured_seconds": 120.0, "tasks_lost": 0, "quality": {"agreement_correctness": {"value": 0.4712}},
+               "chaos": chaos}  # fmt: skip
     (d / "metrics.json").write_text(json.dumps(metrics))
     res = tables.make_tables([tmp_path], tmp_path / "t", write=False)
     t6 = next(t for t in res.tables if t.name == "table6_faults")
-    assert t6.rows[1][:3] == ["lost trajectories", "0", "0"] and t6.rows[1][4] == "4080"
-    assert t6.rows[2][1:3] == ["100.0", "95.0"]
+    rows = {r[0]: r[1:] for r in t6.rows}
+    assert rows["lost trajectories"] == ["0 of 5000", "0 of 5000", "0", "4080 of 200k"]
+    assert rows["kill interval"][1] == "5 s (agent)" and rows["kills / restarts"][1] == "30 / 30"
+    assert rows["tokens/s (SIMULATED)"][:2] == ["100.0", "95.0"]  # the chaos block's, counted from the rows
+    assert rows["throughput change"][1] == "-5.0%" and rows["tasks replayed"][1] == "412"
+    assert rows["agreement correctness"][:2] == ["0.4700", "0.4712"]
+    assert "SIMULATED" in t6.title and any("counted from the output files" in n for n in t6.notes)
