@@ -301,9 +301,15 @@ def best(runs: Sequence[Run]) -> Run:
 def throughput_series(run: Run) -> list[tuple[float, float]]:
     """(seconds since start, completion tokens/s over the preceding sample interval) from the time series.
 
-    Times are the run's own clock (simulated seconds for the sim backend at time scale 1).
+    The series is sampled in wall seconds; a run at time scale k (the sim backend) gets simulated
+    seconds, k times the wall ones, like its metrics' `measured_seconds` and `tokens_per_second`.
     """
     rows = run.timeseries or []
+    try:
+        scale = float(run.metrics.get("time_scale") or 1.0)
+    except (TypeError, ValueError):
+        scale = 1.0
+    scale = scale if scale > 0 else 1.0
     out: list[tuple[float, float]] = []
     prev_t, prev_tok = 0.0, 0.0
     for row in rows:
@@ -314,6 +320,6 @@ def throughput_series(run: Run) -> list[tuple[float, float]]:
             continue
         dt = t - prev_t
         if dt > 0:
-            out.append((t, max(tok - prev_tok, 0.0) / dt))
+            out.append((t * scale, max(tok - prev_tok, 0.0) / (dt * scale)))
         prev_t, prev_tok = t, tok
     return out

@@ -94,3 +94,6 @@ def test_prometheus_histograms_and_throughput_series(tmp_path: Path) -> None:
     run = rundirs.load_run(d, [])
     assert run is not None and run.histograms == h
     assert rundirs.throughput_series(run) == [(1.0, 100.0), (2.0, 200.0), (4.0, 0.0)]
+    # a run at time scale 10 (the sim backend): simulated seconds, like its metrics' tokens/s
+    run.metrics["time_scale"] = 10.0
+    assert rundirs.throughput_series(run) == [(10.0, 10.0), (20.0, 20.0), (40.0, 0.0)]
