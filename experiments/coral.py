@@ -139,6 +139,33 @@ def _finish(run_dir: Path, metrics: dict[str, Any], labels: dict[str, Any], conf
     return metrics
 
 
+def p2p_config(
+    rows: list[dict[str, Any]],
+    servers: Servers,
+    run_dir: Path,
+    *,
+    concurrency: int,
+    settings: coral.CoralSettings,
+    instances: int,
+    progress: bool,
+    labels: dict[str, Any],
+    **options: Any,
+) -> RunConfig:
+    """The RunConfig of a Coral run on the P2P runtime (`options`: further RunConfig keys)."""
+    deployment = coral.CoralDeployment(urls=servers.urls, model=servers.model, settings=settings, instances=instances)
+    return RunConfig(
+        workflow=coral.WORKFLOW,
+        roles=deployment.roles(),
+        source=rows,
+        run_dir=run_dir,
+        max_concurrent_tasks=concurrency,
+        progress=progress,
+        workflow_modules=["matrix.cases.coral"],
+        labels=labels,
+        **options,
+    )
+
+
 def run_p2p(
     rows: list[dict[str, Any]],
     servers: Servers,
@@ -154,17 +181,10 @@ def run_p2p(
     ensure_ray()
     fresh(run_dir)
     labels = {**servers.labels(), "system": P2P, "concurrency": concurrency}
-    deployment = coral.CoralDeployment(urls=servers.urls, model=servers.model, settings=settings, instances=instances)
-    cfg = RunConfig(
-        workflow=coral.WORKFLOW,
-        roles=deployment.roles(),
-        source=rows,
-        run_dir=run_dir,
-        max_concurrent_tasks=concurrency,
-        progress=progress,
-        workflow_modules=["matrix.cases.coral"],
+    cfg = p2p_config(
+        rows, servers, run_dir, concurrency=concurrency, settings=settings, instances=instances, progress=progress,
         labels=labels,
-    )
+    )  # fmt: skip
     metrics = run_ray(cfg)
     config = {"system": P2P, "concurrency": concurrency, "instances": instances, "settings": settings.to_dict()}
     return _finish(run_dir, metrics, labels, {**config, **servers.labels(), "urls": servers.urls})

@@ -55,7 +55,6 @@ from urllib.parse import urlsplit
 import ray
 from ray.exceptions import RayError
 
-from matrix.runtime.config import RunConfig
 from matrix.runtime.ray_p2p import RayRun, ensure_ray
 from matrix.runtime.report import write_json
 
@@ -623,6 +622,7 @@ def _run_once(
     fleet: SimFleet | None,
     log: Callable[[str], None],
 ) -> tuple[dict[str, Any], list[Kill]]:
+    from experiments.coral import p2p_config
     from matrix.cases import coral
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -631,18 +631,10 @@ def _run_once(
     labels = {**servers.labels(), "system": "matrix", "concurrency": concurrency, "experiment": "chaos"}
     if chaos is not None:
         labels["faults"] = f"kill one of {'/'.join(chaos['targets'])} every {chaos['interval']:g} s"
-    deployment = coral.CoralDeployment(urls=servers.urls, model=servers.model, settings=settings, instances=instances)
-    cfg = RunConfig(
-        workflow=coral.WORKFLOW,
-        roles=deployment.roles(),
-        source=rows,
-        run_dir=run_dir,
-        max_concurrent_tasks=concurrency,
-        max_attempts=max_attempts,
-        progress=progress,
-        workflow_modules=["matrix.cases.coral"],
-        labels=labels,
-    )
+    cfg = p2p_config(
+        rows, servers, run_dir, concurrency=concurrency, settings=settings, instances=instances, progress=progress,
+        labels=labels, max_attempts=max_attempts,
+    )  # fmt: skip
     run = RayRun(cfg)
     killer = None
     try:
