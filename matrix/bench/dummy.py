@@ -6,13 +6,17 @@ up to 20 turns). Dialogue roles return canned text of realistic length (`reply_c
 turn drawn from its seed (2 to 4 dialogue turns, mean 3, so about 9 hops a trajectory, close to the
 330 hops/s / 39 trajectories/s = 8.5 measured for the reference on the same workload).
 
-`echo` is a two-role sequential workflow whose agents can be told, per row, to fail or to sleep.
+`echo` is a two-role sequential workflow whose agents can be told, per row, to fail, to sleep, or to
+wait at a gate (a file path; the step goes on once the file exists), so that a test can hold tasks
+inside a role's step for exactly as long as it needs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
+from pathlib import Path
 from typing import Any
 
 from matrix.agent import Agent
@@ -108,7 +112,10 @@ CORAL_DUMMY = register_workflow(
 
 class Echo(Agent):
     """Appends `role:x`; fails when the row says `fail_at == role`; sleeps `row['sleep']` seconds
-    (a number, or a dict of seconds per role)."""
+    (a number, or a dict of seconds per role); waits until the file `row['gate']` exists (a path, or
+    a dict of paths per role), for at most `GATE_TIMEOUT` seconds."""
+
+    GATE_TIMEOUT = 120.0
 
     async def step(self, message: Message) -> Message:
         row: dict[str, Any] = message.row
@@ -117,11 +124,24 @@ class Echo(Agent):
             sleep = sleep.get(self.role)
         if sleep:
             await asyncio.sleep(float(sleep))
+        gate = row.get("gate")
+        if isinstance(gate, dict):
+            gate = gate.get(self.role)
+        if gate:
+            await _wait_for_file(Path(gate), self.GATE_TIMEOUT, self.role)
         if row.get("fail_at") == self.role:
             raise RuntimeError(f"asked to fail at {self.role}")
         pad = int(row.get("pad", 0))
         message.turns.append(Turn(self.role, f"{self.role}:{row.get('x')}" + "." * pad, Usage(3, 2)))
         return message
+
+
+async def _wait_for_file(path: Path, timeout: float, role: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"role {role!r}: gate {str(path)!r} did not open within {timeout:.0f} s")
+        await asyncio.sleep(0.05)
 
 
 ECHO = register_workflow(Sequential("echo", ["a", "b"]))

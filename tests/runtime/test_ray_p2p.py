@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -168,11 +169,13 @@ def test_killing_a_payload_owner_replays_its_tasks_and_loses_none(tmp_path: Path
     import ray
 
     n = 200
+    gate = tmp_path / "gate"
     cfg = RunConfig(
         workflow="echo",
-        # a's turns (2 kB) are offloaded and owned by a; b is slow, so b holds many of a's payloads.
+        # a's turns (2 kB) are offloaded and owned by a. b's steps wait at the gate until a has been
+        # killed and restarted, so b holds handles to a's payloads when a dies.
         roles=[RoleSpec("a", Echo), RoleSpec("b", Echo)],
-        source=[{"id": i, "x": i, "pad": 2000, "sleep": {"a": 0.01, "b": 2.0}} for i in range(n)],
+        source=[{"id": i, "x": i, "pad": 2000, "sleep": {"a": 0.01}, "gate": {"b": str(gate)}} for i in range(n)],
         run_dir=tmp_path / "run",
         max_concurrent_tasks=40,
         progress=False,
@@ -181,14 +184,22 @@ def test_killing_a_payload_owner_replays_its_tasks_and_loses_none(tmp_path: Path
     b_held: list[object] = []
 
     def kill() -> None:
-        # Tasks move in waves; kill a while b is holding a wave in its 2-second step, so that those
-        # tasks' payloads (owned by a) are still unread when a dies.
+        a = run.agents["a"][0][1]
         deadline = time.monotonic() + 60
         while len(b_held) < 10 and time.monotonic() < deadline:
             b_held[:] = ray.get(run.agents["b"][0][1].held.remote())
-        ray.kill(run.agents["a"][0][1], no_restart=False)
+            time.sleep(0.02)
+        pid = ray.get(a.stats.remote())["pid"]
+        ray.kill(a, no_restart=False)
+        # Open the gate only once a's successor runs: the payloads b's tasks point at are gone by then.
+        while time.monotonic() < deadline + 60:
+            with contextlib.suppress(ray.exceptions.RayError):
+                if ray.get(a.stats.remote(), timeout=5)["pid"] != pid:
+                    break
+            time.sleep(0.1)
+        gate.touch()
 
-    m = run_with_kill(run, n // 4, kill)
+    m = run_with_kill(run, 0, kill)
     rows = output_rows(cfg)
     keys = Counter((r["task_id"], r["trial"]) for r in rows)
     assert len(keys) == n and max(keys.values()) == 1
@@ -196,5 +207,7 @@ def test_killing_a_payload_owner_replays_its_tasks_and_loses_none(tmp_path: Path
     assert len(b_held) >= 10, "b held too few tasks at the kill; the test proves nothing"
     # The tasks b held carried a turn that lived only in the dead actor: they had to start over.
     assert any("payload lost" in k for k in m["replay_reasons"]), m["replay_reasons"]
+    attempt = {(r["task_id"], r["trial"]): r["attempt"] for r in rows}
+    assert all(attempt[(k[0], k[1])] >= 2 for k in b_held), "a task whose payload died was written, not replayed"
     assert m["tasks_lost"] == 0
     assert m["tasks_failed"] == 0, "a replayed task lost its payloads again"
