@@ -63,7 +63,7 @@ def test_a_corrupt_or_missing_file_is_named_and_the_other_runs_still_make_tables
     out = tmp_path / "tables"
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "make_tables.py"), str(runs), "--out", str(out), "--bench",
-         str(tmp_path / "no-bench")],
+         str(tmp_path / "no-bench"), "--figures", str(tmp_path / "figures")],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -78,7 +78,8 @@ def test_a_corrupt_or_missing_file_is_named_and_the_other_runs_still_make_tables
     assert "table10_tau2" not in made and "table10_tau2_layout" in made and "table1_coral" in made
     assert "tau2/twin: no table (systems present: tau2-threads" in proc.stderr
     strict = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "make_tables.py"), str(runs), "--out", str(out), "--strict"],
+        [sys.executable, str(REPO / "scripts" / "make_tables.py"), str(runs), "--out", str(out), "--strict",
+         "--figures", str(tmp_path / "figures")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert strict.returncode == 1
@@ -86,7 +87,8 @@ def test_a_corrupt_or_missing_file_is_named_and_the_other_runs_still_make_tables
 
 def test_no_runs_is_a_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "make_tables.py"), str(tmp_path), "--out", str(tmp_path / "t")],
+        [sys.executable, str(REPO / "scripts" / "make_tables.py"), str(tmp_path), "--out", str(tmp_path / "t"),
+         "--figures", str(tmp_path / "f")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2 and f"no run directories under {tmp_path}" in proc.stderr
