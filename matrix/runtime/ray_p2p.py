@@ -60,6 +60,7 @@ with contextlib.suppress(ImportError):
     _ACTOR_GONE = (RayActorError, ActorUnavailableError)
 
 DELIVERY_DEADLINE = 120.0  # seconds a sender keeps trying to hand a message to some peer of a role
+INLINE_CONFIG_BYTES = 64 * 1024  # a run config up to this size is passed inline to each actor (Ray inlines < 100 KB)
 
 
 @ray.remote(num_cpus=0)
@@ -79,8 +80,11 @@ class Directory:
 class _Sender:
     """What every message-sending actor shares: its view of the peers, and delivery with failover."""
 
-    def __init__(self, directory: Any, policy: str, name: str) -> None:
-        self._directory = directory
+    def __init__(self, directory: str, policy: str, name: str) -> None:
+        # The directory is a named actor, looked up by name: an actor handle among a restartable
+        # actor's constructor arguments would put them in the object store (ray-project/ray#53727).
+        self._directory_name = directory
+        self._directory: Any = None
         self._policy = policy
         self.name = name
         self.peers: dict[str, PeerSet] = {}
@@ -101,6 +105,12 @@ class _Sender:
         self._loading = True
         data: dict[str, Any] = {}
         while not data:
+            if self._directory is None:
+                try:
+                    self._directory = ray.get_actor(self._directory_name)
+                except ValueError:  # not registered yet
+                    await asyncio.sleep(0.05)
+                    continue
             data = await self._directory.get.remote()
             if not data:
                 await asyncio.sleep(0.05)
@@ -227,7 +237,7 @@ class _PayloadOwner:
 
 @ray.remote(num_cpus=0)
 class AgentActor(_Watchable, _PayloadOwner):
-    def __init__(self, spec: RoleSpec, name: str, directory: Any, cfg: RunConfig) -> None:
+    def __init__(self, spec: RoleSpec, name: str, directory: str, cfg: RunConfig) -> None:
         cfg.import_modules()
         self.spec = spec
         self.name = name
@@ -353,7 +363,7 @@ class AgentActor(_Watchable, _PayloadOwner):
 
 @ray.remote(num_cpus=0)
 class SinkActor(_Watchable, _PayloadOwner):
-    def __init__(self, cfg: RunConfig, partition: int, directory: Any) -> None:
+    def __init__(self, cfg: RunConfig, partition: int, directory: str) -> None:
         cfg.import_modules()
         self.partition = partition
         self.writer = SinkWriter(cfg.output_path(partition), flush_every=cfg.flush_every)
@@ -473,7 +483,7 @@ class SinkActor(_Watchable, _PayloadOwner):
 
 @ray.remote(num_cpus=0)
 class AdmissionActor(_Watchable, _PayloadOwner):
-    def __init__(self, cfg: RunConfig, partition: int, directory: Any) -> None:
+    def __init__(self, cfg: RunConfig, partition: int, directory: str) -> None:
         cfg.import_modules()
         self.cfg = cfg
         self.partition = partition
@@ -730,10 +740,13 @@ class RayRun:
         self.stop_requested = threading.Event()
         self.stop_now = threading.Event()
         self.stop_reason = ""
-        self.directory = Directory.remote()  # type: ignore[attr-defined]
-        # Restartable actors re-run their constructor from these arguments: the driver keeps the
-        # config pinned in the object store for the whole run (see ray-project/ray#53727).
-        self._cfg_ref = ray.put(cfg)
+        self.directory_name = f"matrix-directory-{self.run_id}"
+        self.directory = Directory.options(name=self.directory_name).remote()  # type: ignore[attr-defined]
+        # Restartable actors re-run their constructor from these arguments. A small config travels
+        # inside each actor's creation spec; a large one (rows given inline) goes to the object store
+        # once, pinned by the driver for the whole run, and Ray logs a warning about that
+        # (ray-project/ray#53727) that does not apply while the driver holds the reference.
+        self._cfg_ref: Any = cfg if len(ray.cloudpickle.dumps(cfg)) <= INLINE_CONFIG_BYTES else ray.put(cfg)
         self.agents: dict[str, list[tuple[str, Any]]] = {}
         for spec in cfg.roles:
             opts: dict[str, Any] = {
@@ -748,16 +761,16 @@ class RayRun:
             if custom:
                 opts["resources"] = custom
             self.agents[spec.role] = [
-                (name, AgentActor.options(**opts).remote(spec, name, self.directory, self._cfg_ref))  # type: ignore[attr-defined]
+                (name, AgentActor.options(**opts).remote(spec, name, self.directory_name, self._cfg_ref))  # type: ignore[attr-defined]
                 for name in actor_names(cfg)[spec.role]
             ]
         restart = {"max_restarts": -1, "max_task_retries": 0, "max_concurrency": 10_000}
         self.sinks = {
-            p: SinkActor.options(**restart).remote(self._cfg_ref, p, self.directory)  # type: ignore[attr-defined]
+            p: SinkActor.options(**restart).remote(self._cfg_ref, p, self.directory_name)  # type: ignore[attr-defined]
             for p in range(cfg.num_partitions)
         }
         self.admissions = {
-            p: AdmissionActor.options(max_concurrency=10_000).remote(self._cfg_ref, p, self.directory)  # type: ignore[attr-defined]
+            p: AdmissionActor.options(max_concurrency=10_000).remote(self._cfg_ref, p, self.directory_name)  # type: ignore[attr-defined]
             for p in range(cfg.num_partitions)
         }
         sticky = sorted(s.role for s in cfg.roles if s.is_sticky())

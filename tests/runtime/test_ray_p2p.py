@@ -211,3 +211,32 @@ def test_killing_a_payload_owner_replays_its_tasks_and_loses_none(tmp_path: Path
     assert all(attempt[(k[0], k[1])] >= 2 for k in b_held), "a task whose payload died was written, not replayed"
     assert m["tasks_lost"] == 0
     assert m["tasks_failed"] == 0, "a replayed task lost its payloads again"
+
+
+def test_restartable_actors_get_their_arguments_inline_when_the_config_is_small(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """No actor handle and no small config goes through the object store (Ray warns that a restart
+    could fail then); a config too large to inline does, pinned by the driver, and still runs."""
+    import ray
+
+    warning = "constructor arguments in the object store"
+    for label, pad in (("small", 0), ("large", 80_000)):
+        cfg = RunConfig(
+            workflow="echo",
+            roles=[RoleSpec("a", Echo), RoleSpec("b", Echo)],
+            source=[{"id": i, "x": i, "text": "t" * pad} for i in range(4)],
+            run_dir=tmp_path / label,
+            progress=False,
+        )
+        capfd.readouterr()
+        run = RayRun(cfg)
+        try:
+            assert (run._cfg_ref is cfg) == (label == "small")
+            assert isinstance(run._cfg_ref, ray.ObjectRef) == (label == "large")
+            m = run.run()
+        finally:
+            run.shutdown()
+        assert m["tasks_finished"] == 4 and len(output_rows(cfg)) == 4
+        err = capfd.readouterr().err
+        assert (warning in err) == (label == "large"), err[-2000:]
