@@ -120,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{out['share_of_paper_baseline_runtime']:.0%} of the paper baseline's {PAPER_BASELINE['runtime_seconds']:,} s "
         f"-> {a.out}"
     )
+    if b0 <= 0:
+        print(
+            f"warning: the save time does not grow with the file here (slope {b0 * 1e3:.4f} ms per simulation): "
+            "timing noise dominates these points; use larger --points and more --repeats",
+            file=sys.stderr,
+        )
     return 0
 
 
