@@ -1,0 +1,157 @@
+"""The Ray actor that hosts one role: many steps at once, each result sent straight to a peer.
+
+A message comes in (`receive_batch`), becomes an asyncio task that runs the role's step, and leaves
+for a live peer of the next role the workflow names, or for its partition's sink when the workflow
+is done. The actor holds the task from arrival until a peer or the sink acknowledged it, so a
+census (`held`) never misses a task that is alive. A task that cannot go on (a payload's owner
+died, no peer took it, an internal error) is reported to admission, which replays it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import defaultdict
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayError
+
+from matrix.admission import Key
+from matrix.agent import RoleSpec
+from matrix.llm.client import process_stats
+from matrix.message import ERROR, Hop, Message
+from matrix.metrics import Metrics
+from matrix.payload import PayloadLost, offloaded_bytes, wire_size
+from matrix.runtime.config import RunConfig
+from matrix.runtime.directory import Sender, Watchable
+from matrix.runtime.payload_owners import PayloadOwner, store_for
+from matrix.workflow import get_workflow
+
+
+@ray.remote(num_cpus=0)
+class AgentActor(Watchable, PayloadOwner):
+    def __init__(self, spec: RoleSpec, name: str, directory: str, cfg: RunConfig) -> None:
+        cfg.import_modules()
+        self.spec = spec
+        self.name = name
+        self.agent = spec.build()
+        self.workflow = get_workflow(cfg.workflow)
+        self.sender = Sender(directory, cfg.peer_policy, name)
+        self.payload = store_for(self.sender, cfg)
+        self.agent._payload = self.payload
+        self.metrics = Metrics()
+        self.holding: dict[Key, int] = defaultdict(int)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._setup_lock: asyncio.Lock | None = None
+        self._ready = False
+        self.errors: list[str] = []
+
+    async def ready(self) -> str:
+        await self._setup()
+        await self.sender.load()
+        return self.name
+
+    async def _setup(self) -> None:
+        if self._ready:
+            return
+        if self._setup_lock is None:
+            self._setup_lock = asyncio.Lock()
+        async with self._setup_lock:
+            if not self._ready:
+                await self.agent.setup()
+                self._ready = True
+
+    async def receive(self, msg: Message, sent: float) -> int:
+        """Queue a message for this role; returns this actor's load (tasks held)."""
+        return await self.receive_batch([(msg, sent)])
+
+    async def receive_batch(self, batch: list[tuple[Message, float]]) -> int:
+        """Queue several messages (one call from one sender); returns this actor's load."""
+        for msg, sent in batch:
+            self.holding[msg.key] += 1
+            task = asyncio.create_task(self._process(msg, sent))
+            self.tasks.add(task)
+            task.add_done_callback(self._done)
+        return len(self.holding)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and len(self.errors) < 20:
+            self.errors.append(repr(task.exception()))
+
+    def _release(self, key: Key) -> None:
+        n = self.holding.get(key, 0) - 1
+        if n > 0:
+            self.holding[key] = n
+        else:
+            self.holding.pop(key, None)
+
+    async def _process(self, msg: Message, sent: float) -> None:
+        role = self.spec.role
+        try:
+            await self._setup()
+            hop = Hop(role=role, actor=self.name, sent=sent, started=time.time())
+            self.metrics.observe("queue_wait_seconds", hop.started - sent, role)
+            try:
+                msg = await self.agent.step(msg)
+            except (RayActorError, RayError, PayloadLost) as exc:  # a payload's owner died: start over
+                await self._report_lost(msg, f"payload lost in role {role!r}: {type(exc).__name__}")
+                return
+            except Exception as exc:
+                msg.fail(f"step error in role {role!r}: {type(exc).__name__}: {exc}")
+                self.metrics.inc("step_errors", role)
+            hop.finished = time.time()
+            msg.hops.append(hop)
+            self.metrics.observe("step_seconds", hop.finished - hop.started, role)
+            self.metrics.inc("hops", role)
+            self.metrics.inc("messages")
+            nxt = None if msg.status == ERROR else self.workflow.advance(msg)
+            self.payload.offload(msg)
+            size = wire_size(msg)
+            self.metrics.observe("hop_bytes", size, role, kind="bytes")
+            # the message's size with nothing offloaded (paper Fig 8 puts the offload threshold on it)
+            full = size + offloaded_bytes(msg) if self.payload.threshold is not None else size
+            self.metrics.observe("message_bytes", full, role, kind="bytes")
+            self.metrics.inc("bytes_moved", "", size)
+            if nxt is None:
+                await self.sender.to_sink(int(msg.route.get("partition", 0)), msg)
+            elif not await self.sender.deliver(nxt, msg):
+                self.metrics.inc("undeliverable", nxt)
+                await self._report_lost(msg, f"no live peer of role {nxt!r} took it")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A failure of the runtime itself (not of the step): never drop the task silently.
+            self.metrics.inc("internal_errors", role)
+            if len(self.errors) < 20:
+                self.errors.append(f"{role}: {type(exc).__name__}: {exc}")
+            await self._report_lost(msg, f"internal error in role {role!r}: {type(exc).__name__}")
+        finally:
+            self._release(msg.key)
+
+    async def _report_lost(self, msg: Message, reason: str) -> None:
+        await self.sender.load()
+        adm = self.sender.admissions[int(msg.route.get("partition", 0))]
+        with contextlib.suppress(RayError):
+            await adm.replay.remote(msg.key, reason, msg.attempt)
+
+    def held(self) -> list[Key]:
+        return list(self.holding)
+
+    def load(self) -> int:
+        return len(self.holding)
+
+    def stats(self) -> dict[str, Any]:
+        snap = self.metrics.snapshot()
+        snap["payload"] = self.payload.stats()
+        snap["errors"] = list(self.errors)
+        snap["batching"] = self.sender.batching()
+        snap["llm_calls"] = process_stats().to_dict()  # this actor's process: counted since it (re)started
+        snap["pid"] = os.getpid()
+        return snap
+
+    async def shutdown(self) -> None:
+        await self.agent.close()

@@ -1,0 +1,177 @@
+"""How the actors of a Ray run find and reach each other.
+
+The driver registers every actor's handle in one named `Directory` actor. Each actor's `Sender`
+reads it once (again after a restart) and from then on picks peers, batches messages to them and
+waits out a peer's death or restart. `Watchable` is the liveness probe every actor offers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from matrix.message import Message
+from matrix.peers import Peer, PeerSet
+from matrix.runtime.outbox import Outbox
+
+# Errors that mean "the actor is gone or restarting", as opposed to a bug in a step.
+ACTOR_GONE: tuple[type[Exception], ...] = (RayActorError,)
+with contextlib.suppress(ImportError):
+    from ray.exceptions import ActorUnavailableError
+
+    ACTOR_GONE = (RayActorError, ActorUnavailableError)
+
+DELIVERY_DEADLINE = 120.0  # seconds a sender keeps trying to hand a message to some peer of a role
+
+
+@ray.remote(num_cpus=0)
+class Directory:
+    """Handles of every actor of a run; read once by each actor at start (and again after a restart)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def set(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def get(self) -> dict[str, Any]:
+        return self.data
+
+
+class Sender:
+    """What every message-sending actor shares: its view of the peers, and delivery with failover."""
+
+    def __init__(self, directory: str, policy: str, name: str) -> None:
+        # The directory is a named actor, looked up by name: an actor handle among a restartable
+        # actor's constructor arguments would put them in the object store (ray-project/ray#53727).
+        self._directory_name = directory
+        self._directory: Any = None
+        self._policy = policy
+        self.name = name
+        self.peers: dict[str, PeerSet] = {}
+        self.sinks: dict[int, Any] = {}
+        self.admissions: dict[int, Any] = {}
+        self.agent_handles: list[tuple[str, Any]] = []
+        self.by_name: dict[str, Any] = {}
+        self._loaded = asyncio.Event()
+        self._loading = False
+        self._boxes: dict[str, Outbox] = {}
+
+    async def load(self) -> None:
+        if self._loaded.is_set():
+            return
+        if self._loading:
+            await self._loaded.wait()
+            return
+        self._loading = True
+        data: dict[str, Any] = {}
+        while not data:
+            if self._directory is None:
+                try:
+                    self._directory = ray.get_actor(self._directory_name)
+                except ValueError:  # not registered yet
+                    await asyncio.sleep(0.05)
+                    continue
+            data = await self._directory.get.remote()
+            if not data:
+                await asyncio.sleep(0.05)
+        self.peers = {
+            role: PeerSet(role, [Peer(h, n) for n, h in entries], policy=self._policy, sticky=role in data["sticky"])
+            for role, entries in data["roles"].items()
+        }
+        self.sinks = data["sinks"]
+        self.admissions = data["admissions"]
+        self.agent_handles = [(n, h) for entries in data["roles"].values() for n, h in entries]
+        self.by_name = dict(self.agent_handles)
+        self.by_name.update({f"sink-{p}": h for p, h in self.sinks.items()})
+        self.by_name.update({f"admission-{p}": h for p, h in self.admissions.items()})
+        self._loaded.set()
+
+    async def deliver(self, role: str, msg: Message) -> bool:
+        """Hand `msg` to a live peer of `role`; False if none took it before the deadline."""
+        await self.load()
+        peers = self.peers[role]
+        deadline = time.monotonic() + DELIVERY_DEADLINE
+        sent = time.time()
+        while True:
+            peer = peers.pick(msg.task_id)
+            peer.sending += 1
+            try:
+                load = await self._outbox(peer).put((msg, sent))
+            except ACTOR_GONE:
+                PeerSet.mark_down(peer)
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(0.05)
+                continue
+            finally:
+                peer.sending -= 1
+            PeerSet.mark_up(peer, int(load))
+            return True
+
+    def _outbox(self, peer: Peer) -> Outbox:
+        box = self._boxes.get(peer.name)
+        if box is None:
+            handle = peer.handle
+
+            async def send(batch: list[tuple[Message, float]]) -> int:
+                return int(await handle.receive_batch.remote(batch))
+
+            box = self._boxes[peer.name] = Outbox(send)
+        return box
+
+    async def to_sink(self, partition: int, msg: Message) -> None:
+        """Hand a finished message to its partition's sink (batched), waiting out a sink restart."""
+        await self.load()
+        box = self._boxes.get(f"sink-{partition}")
+        if box is None:
+            handle = self.sinks[partition]
+
+            async def send(batch: list[Message]) -> None:
+                await handle.finish_batch.remote(batch)
+
+            box = self._boxes[f"sink-{partition}"] = Outbox(send)
+        deadline = time.monotonic() + DELIVERY_DEADLINE
+        while True:
+            try:
+                await box.put(msg)
+                return
+            except ACTOR_GONE:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+    def batching(self) -> dict[str, float]:
+        calls = sum(b.calls for b in self._boxes.values())
+        items = sum(b.items for b in self._boxes.values())
+        return {"calls": calls, "items": items}
+
+    async def call_with_retry(self, method: Any, *args: Any) -> Any:
+        """Call a sink/admission method, waiting out a restart of that actor."""
+        deadline = time.monotonic() + DELIVERY_DEADLINE
+        while True:
+            try:
+                return await method.remote(*args)
+            except ACTOR_GONE:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+class Watchable:
+    """A call that never returns: its failure is how others learn that this actor died."""
+
+    _forever: asyncio.Event | None = None
+
+    async def watch(self) -> None:
+        if self._forever is None:
+            self._forever = asyncio.Event()
+        await self._forever.wait()
+
+    def ping(self) -> str:
+        return "pong"
