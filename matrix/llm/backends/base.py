@@ -52,3 +52,94 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def start(self, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Server:
         """Start the service (or resolve the external one), wait until healthy, return it."""
+
+    # Pools: what a workload needs (one or more named pools of replicas), started in one call. The
+    # default starts each pool through `start_pool`; a backend whose one server can play every pool
+    # (the CPU engine, an external API) overrides `start_pools`.
+
+    def start_pool(self, spec: PoolSpec, **options: Any) -> tuple[Pool, Any]:
+        """Start `spec`'s replicas; return the pool and a callable that stops them."""
+        raise BackendError(f"backend {self.name!r} cannot start replica pools")
+
+    def start_pools(self, specs: list[PoolSpec], **options: Any) -> PoolSet:
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise BackendError(f"pool names must be unique, got {names}")
+        pools: dict[str, Pool] = {}
+        stops: list[Any] = []
+        try:
+            for spec in specs:
+                pool, stop = self.start_pool(spec, **options)
+                pools[spec.name] = pool
+                stops.append(stop)
+        except BaseException:
+            PoolSet({}, stops).stop()
+            raise
+        return PoolSet(pools, stops)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """One pool of replicas a workload needs, described once for every backend.
+
+    A case declares its pools (Coral: one `dialogue` pool; NaturalReasoning: `small` and `large`;
+    tau2: one `agent` pool with tool calling) and the chosen backend turns each into endpoints:
+    `model` and `serve` are what GPU backends deploy, `sim_*` what the simulated replicas play,
+    `replicas` how many of them. Backends that cannot honour a field (an external API has no
+    replica count) ignore it and say so in the pool's `info`.
+    """
+
+    name: str
+    model: str
+    replicas: int = 1
+    tools: bool = False
+    min_context: int = 0
+    serve: dict[str, Any] = field(default_factory=dict)
+    sim_profile: str | None = None
+    sim_model: str | None = None
+    sim_behaviour: str = "generic"
+    sim_behaviour_config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if int(self.replicas) < 1:
+            raise BackendError(f"pool {self.name!r}: replicas must be >= 1, got {self.replicas!r}")
+
+
+@dataclass
+class Pool:
+    """A started pool: the endpoints to send requests to and how to label what they produce."""
+
+    name: str
+    urls: list[str]
+    model: str
+    backend: str
+    simulated: bool = False
+    time_scale: float = 1.0
+    hardware: str = ""
+    context_window: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class PoolSet(dict[str, Pool]):
+    """The pools of one workload by name, plus `stop()` for everything that was started for them."""
+
+    def __init__(self, pools: dict[str, Pool], stops: list[Any]) -> None:
+        super().__init__(pools)
+        self._stops = stops
+
+    def stop(self) -> None:
+        stops, self._stops = self._stops, []
+        errors = []
+        for stop in reversed(stops):
+            try:
+                stop()
+            except Exception as exc:  # stop the rest; report the first failure afterwards
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> PoolSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from matrix.llm.backends.base import Backend, BackendError, Server
+from matrix.llm.backends.base import Backend, BackendError, Pool, PoolSet, PoolSpec, Server
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,54 @@ class OpenAIBackend(Backend):
             info["models"] = models
             info["model_listed"] = resolved in models
         return Server(backend=self.name, base_url=url, model=resolved, info=info)
+
+    def start_pools(
+        self,
+        specs: list[PoolSpec],
+        *,
+        base_url: str | None = None,
+        model: str | None = None,
+        models: dict[str, str] | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        check: bool = True,
+        timeout: float = 10.0,
+        **options: Any,
+    ) -> PoolSet:
+        """Every pool points at the one external endpoint, checked once before anything runs.
+
+        `model` is what every pool requests; `models` maps a pool name to another model (e.g. a
+        cheaper one for NaturalReasoning's filter). The key stays in the environment: only the
+        variable's name is recorded. Replica counts and serving options of the specs do not apply.
+        """
+        if options:
+            raise BackendError(
+                f"backend 'openai' got unknown option(s) {sorted(options)}; it takes base_url, model, models, "
+                "api_key_env, check, timeout"
+            )
+        models = dict(models or {})
+        unknown = sorted(set(models) - {s.name for s in specs})
+        if unknown:
+            raise BackendError(
+                f"backend 'openai': models names pool(s) {unknown}; this workload's pools are {[s.name for s in specs]}"
+            )
+        server = self.start(base_url=base_url, model=model, api_key_env=api_key_env, check=check, timeout=timeout)
+        listed = server.info.get("models")
+        pools: dict[str, Pool] = {}
+        for spec in specs:
+            chosen = models.get(spec.name, server.model)
+            if listed is not None and chosen not in listed:
+                logger.warning(
+                    "model %r (pool %s) is not in %s/models; requests may fail", chosen, spec.name, server.base_url
+                )
+            pools[spec.name] = Pool(
+                name=spec.name,
+                urls=[server.base_url],
+                model=chosen,
+                backend=self.name,
+                hardware=f"external API at {server.base_url}",
+                info={"api_key_env": api_key_env, "checked": check},
+            )
+        return PoolSet(pools, [])
 
 
 __all__ = ["DEFAULT_BASE_URL", "ModelsProbeError", "OpenAIBackend", "list_models"]

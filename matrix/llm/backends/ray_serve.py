@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from matrix.llm.backends._process import free_port, stop_process, wait_healthy
-from matrix.llm.backends.base import Backend, BackendError, Server
+from matrix.llm.backends.base import Backend, BackendError, Pool, PoolSpec, Server
 from matrix.llm.backends.model_defaults import ModelServingSpec, serving_spec
 from matrix.llm.backends.openai_api import ModelsProbeError, list_models
 
@@ -786,7 +786,7 @@ class _RayServeBackend(Backend):
             if address is not None:
                 init["address"] = address
             elif _is_loopback(host):
-                from matrix.runtime.ray_p2p import local_only
+                from matrix.ray_init import local_only
 
                 local_only()
                 init["_node_ip_address"] = "127.0.0.1"
@@ -837,6 +837,30 @@ class _RayServeBackend(Backend):
 
     def _build_option_names(self) -> tuple[str, ...]:
         return ()
+
+    def start_pool(self, spec: PoolSpec, *, serve: dict[str, Any] | None = None, **options: Any) -> tuple[Pool, Any]:
+        """`spec.replicas` replicas of `spec.model` as one Serve application on the cluster this process
+        is on (a local Ray on 127.0.0.1 otherwise). The spec's serving options, then `serve` (the
+        backend config's, for every pool) override the model's defaults; tool calling is switched on
+        for a pool that needs it."""
+        overrides: dict[str, Any] = {**spec.serve, **(serve or {})}
+        if spec.tools:
+            overrides.setdefault("enable_auto_tool_choice", True)
+        overrides.setdefault("app_name", f"{spec.name}-{app_name_for(spec.model)}")
+        from matrix.ray_init import ensure_ray
+
+        ensure_ray()
+        n = int(spec.replicas)
+        server = self.start(model=spec.model, min_replicas=n, max_replicas=n, **overrides, **options)
+        pool = Pool(
+            name=spec.name,
+            urls=[server.base_url],
+            model=server.model,
+            backend=self.name,
+            hardware=f"{n} x {self.name} replica(s) of {server.model} on Ray Serve",
+            info={"replicas": n, "app_name": server.info.get("app_name")},
+        )
+        return pool, server.stop
 
 
 class VllmServeBackend(_RayServeBackend):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from matrix.llm.backends._process import free_port, start_server_process
-from matrix.llm.backends.base import Backend, BackendError, Server
+from matrix.llm.backends.base import Backend, BackendError, Pool, PoolSpec, Server
 from matrix.llm.sim.behaviour import get_behaviour
 from matrix.llm.sim.profile import DEFAULT_PROFILE, load_profile
 
@@ -92,3 +92,51 @@ class SimBackend(Backend):
             },
             _stop=stop,
         )
+
+    def start_pool(
+        self,
+        spec: PoolSpec,
+        *,
+        time_scale: float = 1.0,
+        profile: str | None = None,
+        replicas: int | None = None,
+        **options: Any,
+    ) -> tuple[Pool, Any]:
+        """`spec.replicas` simulated replicas as Ray actors on 127.0.0.1 (Ray is started if needed).
+
+        `profile` and `replicas` override the spec's for every pool (a backend-wide choice, e.g. the
+        H100 profile instead of the A100 one); `time_scale` runs the replicas faster than real time.
+        """
+        if options:
+            raise BackendError(f"sim: unknown pool options {sorted(options)}; known: time_scale, profile, replicas")
+        from matrix.llm.sim.replicas import start_sim_replicas
+        from matrix.ray_init import ensure_ray
+
+        prof = profile or spec.sim_profile or DEFAULT_PROFILE
+        n = int(replicas or spec.replicas)
+        served = spec.sim_model or load_profile(prof).model
+        ensure_ray()
+        reps = start_sim_replicas(
+            n,
+            prof,
+            float(time_scale),
+            spec.sim_behaviour,
+            behaviour_config=dict(spec.sim_behaviour_config),
+            model=served,
+        )
+        pool = Pool(
+            name=spec.name,
+            urls=list(reps),
+            model=served,
+            backend=self.name,
+            simulated=True,
+            time_scale=float(time_scale),
+            hardware=f"SIMULATED {n} x {prof}",
+            info={
+                "profile": prof,
+                "replicas": n,
+                "behaviour": spec.sim_behaviour,
+                "behaviour_config": dict(spec.sim_behaviour_config),
+            },
+        )
+        return pool, reps.stop

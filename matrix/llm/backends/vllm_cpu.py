@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from matrix.llm.backends._process import free_port, stop_process, wait_healthy
-from matrix.llm.backends.base import Backend, BackendError, Server
+from matrix.llm.backends.base import Backend, BackendError, Pool, PoolSet, PoolSpec, Server
 from matrix.llm.backends.model_defaults import CPU_ENGINE_ENV
 from matrix.llm.models import SERVED_MODEL_NAME, CheckpointError, cache_root, smollm2_checkpoint
 
@@ -300,3 +300,30 @@ class VllmCpuBackend(Backend):
             },
             _stop=stop_once,
         )
+
+    # SmolLM2 writes tool calls in the Hermes format; vLLM's parser of that name reads them.
+    TOOL_ARGS: tuple[str, ...] = ("--enable-auto-tool-choice", "--tool-call-parser", "hermes")
+
+    def start_pools(self, specs: list[PoolSpec], **options: Any) -> PoolSet:
+        """One engine on this CPU plays every pool (the embedded model stands in for each pool's model).
+
+        Tool calling is switched on when any pool needs it, and the context is the largest any pool
+        asks for (at least 2,048 tokens). `options` go to `start` (e.g. `max_num_seqs`, `log_path`).
+        """
+        context = max([2048, *(int(s.min_context) for s in specs)])
+        extra = self.TOOL_ARGS if any(s.tools for s in specs) else ()
+        options.setdefault("max_model_len", context)
+        server = self.start(extra_args=tuple(options.pop("extra_args", ())) + extra, **options)
+        pools = {
+            s.name: Pool(
+                name=s.name,
+                urls=[server.base_url],
+                model=server.model,
+                backend=self.name,
+                hardware="this machine's CPU",
+                context_window=int(options["max_model_len"]),
+                info={"stands_in_for": s.model},
+            )
+            for s in specs
+        }
+        return PoolSet(pools, [server.stop])
