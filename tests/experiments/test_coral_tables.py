@@ -71,10 +71,10 @@ def test_table_from_run_directories_takes_each_systems_best(tmp_path: Path) -> N
         d.mkdir()
         (d / "metrics.json").write_text(json.dumps({**metrics(system, tps), "concurrency": int(tps)}))
     out = tmp_path / "t1"
-    assert pair.main(["table", "--p2p", str(dirs["p1"]), str(dirs["p2"]), "--controller", str(dirs["c1"]),
-                      "--out", str(out)]) == 0  # fmt: skip
-    text = out.with_suffix(".md").read_text()
-    assert "| 1.0x | 1.04x |" in text and "matrix at concurrency 200: 200.0 tokens/s" in text
+    best = {pair.P2P: pair.best_of([dirs["p1"], dirs["p2"]]), pair.CONTROLLER: pair.best_of([dirs["c1"]])}
+    text = pair.write_table(best, out, title="T")
+    assert "| 1.0x | 1.04x |" in text
+    assert pair.sweep_lines([dirs["p1"]]) == [f"- matrix at concurrency 200: 200.0 tokens/s ({dirs['p1']})"]
     (dirs["c1"] / "metrics.json").write_text("{broken")
     with pytest.raises(ValueError, match=r"c1: cannot read metrics\.json"):
-        pair.main(["table", "--p2p", str(dirs["p1"]), "--controller", str(dirs["c1"]), "--out", str(out)])
+        pair.best_of([dirs["c1"]])

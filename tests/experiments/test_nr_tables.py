@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from experiments import nr as exp
-from matrix.cases import natural_reasoning as nr
+from matrix.cases import nr
 
 
 def metrics(system: str, tps: float, setting: tuple[int, int, int], *, simulated: bool = True) -> dict[str, Any]:
@@ -45,15 +45,18 @@ def test_table8_marks_settings_that_were_not_run(tmp_path: Path) -> None:
     assert "| (240, 1, 1) | (12, 1, 1) | not run |" in text and "| 1.00 | 1.00 |" in text
 
 
-def test_tables_command_reads_run_directories(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    dirs = []
+def test_tables_from_run_directories(tmp_path: Path) -> None:
+    from experiments.rundirs import discover
+
     for name, m in (("p", metrics(exp.P2P, 300.0, (4, 125, 1))), ("b", metrics(exp.BATCH, 100.0, (10, 50, 1)))):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.json").write_text(json.dumps(m))
-        dirs.append(tmp_path / name)
-    out = tmp_path / "tables"
-    assert exp.main(["tables", "--table8", str(dirs[0]), "--batch", str(dirs[1]), "--out", str(out)]) == 0
-    assert "3.00x" in (out / "table9_nr.md").read_text() and "3.00x" in capsys.readouterr().out
+        d = tmp_path / "natural_reasoning" / m["system"] / f"twin-{name}"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(m))
+    found, problems = discover([tmp_path], rows=False)
+    assert not problems
+    runs = {r.metrics["system"]: r.metrics for r in found}
+    res = exp.write_tables([runs[exp.P2P]], [runs[exp.BATCH]], tmp_path / "tables")
+    assert "3.00x" in (tmp_path / "tables" / "table9_nr.md").read_text() and "3.00x" in res["texts"][2]
 
 
 def test_simulated_time_is_taken_from_the_metrics_as_they_are(tmp_path: Path) -> None:
