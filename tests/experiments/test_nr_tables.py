@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from experiments import nr as exp
 from matrix.cases import nr
 
