@@ -573,6 +573,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         env.update(auth_env((root or default_root()) / args.cluster))
         print(f"matrix run: attached to cluster {args.cluster} at {env['RAY_ADDRESS']}", file=sys.stderr)
     cmd = [sys.executable, "-m", "experiments.run", *args.overrides]
+    print(f"matrix run: {' '.join(cmd)}", file=sys.stderr, flush=True)
     return subprocess.run(cmd, env=env, check=False).returncode
 
 
@@ -598,7 +599,7 @@ def register_cli(sub: Any) -> None:
     r.add_argument("--cluster", help="attach to this running cluster (matrix cluster up)")
     r.add_argument("--root", help="where clusters keep their files (default $MATRIX_CLUSTER_DIR or ./.matrix/clusters)")
     r.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. case=coral backend=sim")
-    r.set_defaults(func=_cmd_run)
+    r.set_defaults(func=_cmd_run, passthrough="overrides")  # Hydra's own flags (-m, --cfg) pass through too
 
 
 if __name__ == "__main__":  # python -m slurm.cluster up|status|down ...

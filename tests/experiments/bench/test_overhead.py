@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from matrix.bench.overhead import REFERENCE, format_point, ping_pong, run_dummy
+from experiments.bench.overhead import REFERENCE, format_point, ping_pong, run_dummy
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix.bench import saturation as sat
+from experiments.bench import saturation as sat
 from matrix.cli import main as cli_main
 from matrix.llm.sim.loadgen import RequestSpec
 

@@ -21,7 +21,6 @@ fills after 40-65 s, and the 8,000 tasks beyond it keep it full while admission 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import tempfile
@@ -30,11 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import ray
 
+from experiments.bench.memory import RaySampler
 from matrix.agent import RoleSpec
-from matrix.bench.overhead import MemorySampler
 from matrix.llm.agent import LLMAgent
 from matrix.message import Message
 from matrix.runtime.config import RunConfig
@@ -97,55 +95,6 @@ class CountingLLMAgent(LLMAgent):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(doc, indent=2) + "\n")
         await super().close()
-
-
-class RaySampler(MemorySampler):
-    """Peak summed RSS and peak descriptors of the Ray processes of *this* driver's cluster.
-
-    `MemorySampler` adds up every Ray process on the machine, which on a shared host includes other
-    people's clusters; when this process started Ray itself, its cluster is its descendants.
-    """
-
-    def __init__(self, interval: float = 0.5) -> None:
-        super().__init__(interval)
-        self.peak_fds = 0
-        self.peak_fds_process = ""
-        self.peak_processes = 0
-        self.samples = 0
-        self._own = not os.environ.get("RAY_ADDRESS")
-
-    def _procs(self) -> list[psutil.Process]:
-        if not self._own:
-            return [p for p in psutil.process_iter() if _is_ray(p)]
-        me = psutil.Process()
-        return [me, *me.children(recursive=True)]
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            rss = 0
-            procs = self._procs()
-            for p in procs:
-                try:
-                    rss += p.memory_info().rss
-                    fds = p.num_fds()
-                except psutil.Error:
-                    continue
-                if fds > self.peak_fds:
-                    self.peak_fds = fds
-                    with contextlib.suppress(psutil.Error):
-                        self.peak_fds_process = " ".join(p.cmdline()[:1])[:80]
-            self.peak_bytes = max(self.peak_bytes, rss)
-            self.peak_processes = max(self.peak_processes, len(procs))
-            self.samples += 1
-            self._stop.wait(self.interval)
-
-
-def _is_ray(p: psutil.Process) -> bool:
-    try:
-        cmd = " ".join(p.cmdline())
-    except psutil.Error:
-        return False
-    return any(s in cmd for s in ("ray::", "raylet", "gcs_server", "default_worker"))
 
 
 class RunStalled(RuntimeError):
@@ -281,7 +230,7 @@ def run_inflight(
                     source=[{"id": i, "prompt": PROMPTS[i % len(PROMPTS)] + f" (#{i})"} for i in range(tasks)],
                     run_dir=base / "run",
                     max_concurrent_tasks=concurrency,
-                    workflow_modules=["matrix.bench.inflight"],
+                    workflow_modules=["experiments.bench.inflight"],
                     progress=progress,
                     labels={"case": "inflight", "system": "p2p", "backend": "sim", "simulated": True,
                             "time_scale": time_scale, "profile": profile},

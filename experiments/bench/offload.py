@@ -29,9 +29,9 @@ from typing import Any
 
 import ray
 
+from experiments.bench.inflight import RunStalled, run_ray_watched
 from matrix.agent import Agent, RoleSpec
 from matrix.bench.dummy import CORAL_DUMMY, DummyDialogue, DummyMatcher, dialogue_turns
-from matrix.bench.inflight import RunStalled, run_ray_watched
 from matrix.message import Message, Turn, Usage
 from matrix.runtime.config import RunConfig
 from matrix.runtime.ray_p2p import ensure_ray
@@ -112,7 +112,7 @@ def run_point(
         run_dir=run_dir,
         max_concurrent_tasks=concurrency,
         offload_threshold=offload_threshold,
-        workflow_modules=["matrix.bench.dummy", "matrix.bench.offload"],
+        workflow_modules=["matrix.bench.dummy", "experiments.bench.offload"],
         progress=progress,
         labels={"case": "offload", "system": "p2p", "backend": "none", "simulated": False},
     )

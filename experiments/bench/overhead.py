@@ -17,14 +17,13 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import ray
 
+from experiments.bench.memory import RaySampler
 from matrix.bench.dummy import coral_dummy_roles
 from matrix.runtime.config import RunConfig
 from matrix.runtime.ray_p2p import ensure_ray, run_ray
@@ -33,51 +32,7 @@ from matrix.runtime.ray_p2p import ensure_ray, run_ray
 REFERENCE = {"trajectories_per_second": 39.0, "messages_per_second": 330.0, "concurrency": 100}
 
 
-class MemorySampler:
-    """Peak summed RSS of every Ray process on this machine (raylet, GCS, workers, actors)."""
-
-    def __init__(self, interval: float = 0.25) -> None:
-        self.interval = interval
-        self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def ray_rss() -> int:
-        total = 0
-        for p in psutil.process_iter(["name", "cmdline", "memory_info"]):
-            try:
-                cmd = " ".join(p.info["cmdline"] or [])
-                name = p.info["name"] or ""
-                if (
-                    "ray::" in cmd
-                    or "ray::" in name
-                    or "raylet" in cmd
-                    or "gcs_server" in cmd
-                    or "default_worker" in cmd
-                ):
-                    total += p.info["memory_info"].rss
-            except (psutil.Error, TypeError):
-                continue
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, self.ray_rss())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def run_dummy(tasks: int, concurrency: int, offload_threshold: int | None, instances: int = 1) -> dict[str, Any]:
-    from matrix.bench.inflight import RaySampler  # counts only this driver's own Ray processes
-
     with tempfile.TemporaryDirectory() as tmp, RaySampler() as mem:
         cfg = RunConfig(
             workflow="coral-dummy",

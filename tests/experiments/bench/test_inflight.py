@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix.bench.inflight import fill_profile, problems, run_inflight, summary
+from experiments.bench.inflight import fill_profile, problems, run_inflight, summary
 from matrix.cli import build_parser
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix.bench import chaos
+from experiments.bench import chaos
 
 
 def row(task: str, status: str = "done", attempt: int = 1, tokens: int = 10) -> dict[str, object]:

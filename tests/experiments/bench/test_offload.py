@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix.bench.dummy import dialogue_turns
-from matrix.bench.offload import (
+from experiments.bench.offload import (
     WORKFLOW,
     content_digest,
     failed,
@@ -17,6 +16,7 @@ from matrix.bench.offload import (
     run_offload,
     table,
 )
+from matrix.bench.dummy import dialogue_turns
 from matrix.cli import build_parser
 from matrix.runtime.config import RunConfig
 from matrix.runtime.local import run_local

@@ -5,7 +5,7 @@ import json
 import math
 from pathlib import Path
 
-from matrix.bench.serving import measure_point, quantile, write_results
+from experiments.bench.serving import measure_point, quantile, write_results
 from matrix.llm.client import LLMClient
 from tests.llm.fake_openai import Behaviour, FakeServer, serve_fake
 
