@@ -53,12 +53,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import ray
+from omegaconf import OmegaConf
 from ray.exceptions import RayError
 
+from experiments.cases.coral import CoralCase
+from matrix.llm.backends.base import Pool, PoolSpec
 from matrix.runtime.ray_p2p import RayRun, ensure_ray
 from matrix.runtime.report import write_json
 
 Key = tuple[str, int]
+
+CORAL_CASE_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "case" / "coral.yaml"
 
 TARGETS = ("agent", "sink", "model")
 UNSUPPORTED = {
@@ -410,30 +415,35 @@ def fixed_ports(n: int, low: int = 20000) -> list[int]:
 
 
 class SimFleet:
-    """Sim replicas the harness can kill and bring back on the same port (their URLs are in every agent's config)."""
+    """The sim replicas of one pool spec, which the harness can kill and bring back on the same port (their
+    URLs are in every agent's config); the `sim` backend's `start_pool` with fixed ports and restarts."""
 
-    def __init__(self, replicas: int, profile: str, time_scale: float, behaviour_config: dict[str, Any]) -> None:
-        from experiments.coral import SIM_BEHAVIOUR
-        from matrix.llm.sim.profile import load_profile
+    def __init__(self, spec: PoolSpec, time_scale: float) -> None:
+        from matrix.llm.sim.profile import DEFAULT_PROFILE, load_profile
         from matrix.llm.sim.replicas import SimReplicaActor, start_sim_replicas
 
-        self.model = "Llama-3.1-8B-Instruct"
-        self._args = (load_profile(profile), time_scale, SIM_BEHAVIOUR, behaviour_config, self.model, "127.0.0.1")
+        self.spec = spec
+        self.profile = spec.sim_profile or DEFAULT_PROFILE
+        self.time_scale = float(time_scale)
+        prof = load_profile(self.profile)
+        self.model = spec.sim_model or prof.model
+        behaviour_config = dict(spec.sim_behaviour_config)
+        self._args = (prof, self.time_scale, spec.sim_behaviour, behaviour_config, self.model, "127.0.0.1")
         self._cls: Any = ray.remote(num_cpus=0)(SimReplicaActor)
         self.sims = start_sim_replicas(
-            replicas, profile, time_scale, SIM_BEHAVIOUR, behaviour_config=behaviour_config, model=self.model,
-            ports=fixed_ports(replicas),
+            spec.replicas, prof, self.time_scale, spec.sim_behaviour, behaviour_config=behaviour_config,
+            model=self.model, ports=fixed_ports(spec.replicas),
         )  # fmt: skip
         self.urls = list(self.sims)
 
-    def servers(self, profile: str, time_scale: float, behaviour_config: dict[str, Any]) -> Any:
-        from experiments.coral import SIM_BEHAVIOUR, Servers
-
+    def pool(self) -> Pool:
+        """The replicas as a started pool, labelled as the `sim` backend labels its own."""
         n = len(self.urls)
-        return Servers(
-            list(self.urls), self.model, "sim", True, time_scale=time_scale,
-            hardware=f"SIMULATED {n} x {profile}",
-            info={"profile": profile, "behaviour": SIM_BEHAVIOUR, "behaviour_config": behaviour_config},
+        return Pool(
+            name=self.spec.name, urls=list(self.urls), model=self.model, backend="sim", simulated=True,
+            time_scale=self.time_scale, hardware=f"SIMULATED {n} x {self.profile}",
+            info={"profile": self.profile, "replicas": n, "behaviour": self.spec.sim_behaviour,
+                  "behaviour_config": dict(self.spec.sim_behaviour_config)},
         )  # fmt: skip
 
     def restart(self, i: int, *, deadline_s: float = 120.0) -> float:
@@ -608,11 +618,12 @@ def drive(run: RayRun, *, stall_seconds: float, poll_seconds: float = 2.0) -> di
 
 
 def _run_once(
-    rows: list[dict[str, Any]],
-    servers: Any,
+    case: CoralCase,
+    pools: dict[str, Pool],
+    settings: Any,
+    inputs: list[dict[str, Any]],
     run_dir: Path,
     *,
-    settings: Any,
     concurrency: int,
     instances: int,
     max_attempts: int,
@@ -622,18 +633,15 @@ def _run_once(
     fleet: SimFleet | None,
     log: Callable[[str], None],
 ) -> tuple[dict[str, Any], list[Kill]]:
-    from experiments.coral import p2p_config
-    from matrix.cases import coral
-
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.glob("output*.jsonl"):
         old.unlink()  # a fresh run: never resume from an earlier attempt's rows
-    labels = {**servers.labels(), "system": "matrix", "concurrency": concurrency, "experiment": "chaos"}
+    labels = {**case.labels(pools), "system": "matrix", "concurrency": concurrency, "experiment": "chaos"}
     if chaos is not None:
         labels["faults"] = f"kill one of {'/'.join(chaos['targets'])} every {chaos['interval']:g} s"
-    cfg = p2p_config(
-        rows, servers, run_dir, concurrency=concurrency, settings=settings, instances=instances, progress=progress,
-        labels=labels, max_attempts=max_attempts,
+    cfg = case.p2p_config(
+        pools, settings, inputs, run_dir, concurrency=concurrency, partitions=1, instances=instances,
+        progress=progress, labels=labels, max_attempts=max_attempts,
     )  # fmt: skip
     run = RayRun(cfg)
     killer = None
@@ -641,7 +649,7 @@ def _run_once(
         if chaos is not None:
             killer = Killer(
                 run, targets=chaos["targets"], interval=chaos["interval"], seed=chaos["seed"],
-                expected_tasks=len(rows), fleet=fleet, log=log,
+                expected_tasks=len(inputs), fleet=fleet, log=log,
             )  # fmt: skip
             killer.start()
         try:
@@ -653,18 +661,32 @@ def _run_once(
         run.shutdown()
     metrics.update(labels)
     out_rows = list(iter_output_rows(sorted(run_dir.glob("output*.jsonl"))))
-    metrics["quality"] = coral.quality(out_rows)
+    metrics["quality"] = case.quality(out_rows)
     write_json(run_dir / "config.json", {
         "system": "matrix", "concurrency": concurrency, "instances": instances, "max_attempts": max_attempts,
-        "settings": settings.to_dict(), **servers.labels(), "urls": servers.urls, "chaos": chaos,
+        "settings": case.settings_dict(settings), **case.labels(pools),
+        "urls": [url for pool in pools.values() for url in pool.urls], "chaos": chaos,
     })  # fmt: skip
     return metrics, killer.kills if killer is not None else []
 
 
+def coral_case(*, tasks: int, max_turns: int, length_scale: float, replicas: int, profile: str) -> CoralCase:
+    """Coral as `conf/case/coral.yaml` describes it (the sim behaviour included), on generated questions,
+    at this benchmark's size."""
+    cfg = OmegaConf.merge(
+        OmegaConf.load(CORAL_CASE_CONFIG),
+        {
+            "input": "generated", "limit": tasks, "max_turns": max_turns, "length_scale": length_scale,
+            "models": {"dialogue": {"replicas": replicas, "sim": {"profile": profile}}},
+        },
+    )  # fmt: skip
+    return CoralCase(cfg)
+
+
 @contextmanager
-def _fleet(replicas: int, profile: str, time_scale: float, length_scale: float) -> Iterator[SimFleet]:
+def _fleet(spec: PoolSpec, time_scale: float) -> Iterator[SimFleet]:
     ensure_ray()
-    fleet = SimFleet(replicas, profile, time_scale, {"length_scale": length_scale})
+    fleet = SimFleet(spec, time_scale)
     try:
         yield fleet
     finally:
@@ -697,8 +719,6 @@ def run_chaos(
     `on_point(doc)` gets the document after the fault-free run and again at the end (partial results
     survive a failure of the second run). The faulty run's metrics.json gets the `chaos` block.
     """
-    from matrix.cases import coral
-
     targets = parse_targets(targets)
     if tasks < 1:
         raise ValueError(f"tasks must be >= 1, got {tasks}")
@@ -708,9 +728,10 @@ def run_chaos(
     run_id = run_id or time.strftime("chaos-%Y%m%d-%H%M%S")
     faulty_dir = Path(run_root) / "coral" / "matrix" / run_id
     free_dir = faulty_dir / "fault_free"
-    rows = coral.load_questions(None, limit=tasks)
-    expected = [(str(r["id"]), 0) for r in rows]
-    settings = coral.CoralSettings(max_turns=max_turns)
+    case = coral_case(
+        tasks=tasks, max_turns=max_turns, length_scale=length_scale, replicas=replicas, profile=profile
+    )  # fmt: skip
+    (spec,) = case.pool_specs()
     chaos = {"targets": list(targets), "interval": interval, "seed": seed}
     doc: dict[str, Any] = {
         "benchmark": "chaos",
@@ -727,26 +748,28 @@ def run_chaos(
         "paper": {"table": "T6", **{k: list(v) if isinstance(v, tuple) else v for k, v in PAPER_T6.items()}},
     }  # fmt: skip
 
-    def once(
-        servers: Any, run_dir: Path, with_chaos: dict[str, Any] | None, fleet: SimFleet | None
-    ) -> tuple[dict[str, Any], list[Kill]]:
-        return _run_once(
-            rows, servers, run_dir, settings=settings, concurrency=concurrency, instances=instances,
-            max_attempts=max_attempts, progress=progress, stall_seconds=stall_seconds, chaos=with_chaos,
-            fleet=fleet, log=say,
-        )  # fmt: skip
+    with _fleet(spec, time_scale) as fleet:
+        pools = {spec.name: fleet.pool()}
+        settings = case.settings(pools)
+        inputs = case.inputs(settings)
+        expected = [(str(r["id"]), 0) for r in inputs]
 
-    with _fleet(replicas, profile, time_scale, length_scale) as fleet:
-        servers = fleet.servers(profile, time_scale, {"length_scale": length_scale})
+        def once(run_dir: Path, with_chaos: dict[str, Any] | None) -> tuple[dict[str, Any], list[Kill]]:
+            return _run_once(
+                case, pools, settings, inputs, run_dir, concurrency=concurrency, instances=instances,
+                max_attempts=max_attempts, progress=progress, stall_seconds=stall_seconds, chaos=with_chaos,
+                fleet=fleet if with_chaos is not None else None, log=say,
+            )  # fmt: skip
+
         say(f"chaos: fault-free run of {tasks} Coral tasks -> {free_dir}")
-        free_m, _ = once(servers, free_dir, None, None)
+        free_m, _ = once(free_dir, None)
         free_rows = list(iter_output_rows(sorted(free_dir.glob("output*.jsonl"))))
         doc["fault_free"] = run_summary(free_m, audit_rows(free_rows, expected), time_scale=time_scale)
         write_json(free_dir / "metrics.json", free_m)
         if on_point is not None:
             on_point(doc)
         say(f"chaos: run with a kill every {interval:g} s ({', '.join(targets)}) -> {faulty_dir}")
-        faulty_m, kills = once(servers, faulty_dir, chaos, fleet)
+        faulty_m, kills = once(faulty_dir, chaos)
     faulty_rows = list(iter_output_rows(sorted(faulty_dir.glob("output*.jsonl"))))
     doc["faulty"] = run_summary(faulty_m, audit_rows(faulty_rows, expected), time_scale=time_scale)
     doc["fault_injection"] = {
