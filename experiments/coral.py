@@ -168,7 +168,7 @@ def backend_efficiency(
             out["short_prompt_source"] = str(bench)
     best = None
     if run_dir is not None and (run_dir / "output.jsonl").exists():
-        from matrix.bench import saturation as sat
+        from experiments.bench import saturation as sat
 
         try:
             doc = sat.saturation(profile, sat.requests_from_run(run_dir), replicas=replicas)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import matrix.bench.inflight  # noqa: F401  (registers the inflight-llm workflow)
+import experiments.bench.inflight  # noqa: F401  (registers the inflight-llm workflow)
 from matrix.agent import RoleSpec
 from matrix.llm.agent import LLMAgent
 from matrix.llm.client import LLMClient, RetryPolicy, message_text, process_stats
@@ -250,7 +250,7 @@ def fault_config(writer: FakeServer, critic: FakeServer, run_dir: Path) -> RunCo
         source=fault_rows(),
         run_dir=run_dir,
         max_concurrent_tasks=8,
-        workflow_modules=["matrix.bench.inflight"],
+        workflow_modules=["experiments.bench.inflight"],
         progress=False,
     )
 

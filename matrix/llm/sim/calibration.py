@@ -545,7 +545,7 @@ def _get(point: Any, name: str) -> Any:
 def compare_with_published(profile_name: str, points: Sequence[Any]) -> dict[str, Any]:
     """Set a serving sweep measured over HTTP next to the core in virtual time and the published rows.
 
-    `points` are `matrix.bench.serving.PointResult`s (or dicts with the same fields): closed-loop
+    `points` are `experiments.bench.serving.PointResult`s (or dicts with the same fields): closed-loop
     points whose times were already converted to simulated seconds. For each, the same workload
     (mean prompt and output tokens per request, same concurrency and request count) is replayed on
     the core: the two should agree, up to HTTP and scheduling jitter, if the server is faithful to
