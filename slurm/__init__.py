@@ -1,1 +1,1 @@
-"""SLURM: a Ray cluster on SLURM (cluster.py), submitit launches of experiments and sweeps (launch.py)."""
+"""SLURM: a Ray cluster on SLURM (cluster.py); the checks a SLURM multirun passes before submitting (preflight.py)."""

@@ -87,28 +87,6 @@ class SlurmSettings:
             params["slurm_additional_parameters"] = dict(self.additional_parameters)
         return params
 
-    def launcher_overrides(self) -> list[str]:
-        """`hydra.launcher.*` overrides for hydra-submitit-launcher's `submitit_slurm` (one job per sweep point)."""
-        values: dict[str, Any] = {
-            "partition": self.partition,
-            "timeout_min": self.time_min,
-            "nodes": self.nodes,
-            "tasks_per_node": self.tasks_per_node,
-            "cpus_per_task": self.cpus_per_task,
-            "gpus_per_node": self.gpus_per_node or None,
-            "mem_gb": self.mem_gb,
-            "account": self.account,
-            "qos": self.qos,
-            "constraint": self.constraint,
-            "array_parallelism": self.array_parallelism,
-        }
-        out = [f"hydra.launcher.{k}={hydra_value(v)}" for k, v in values.items() if v is not None]
-        if self.setup:
-            out.append(f"hydra.launcher.setup={hydra_value(list(self.setup))}")
-        for k, v in self.additional_parameters.items():
-            out.append(f"+hydra.launcher.additional_parameters.{k}={hydra_value(v)}")
-        return out
-
     def sbatch_args(self, *, nodes: int | None = None) -> list[str]:
         """The same request as sbatch flags (for `sbatch --test-only`)."""
         args = [
@@ -230,6 +208,8 @@ def slurm_settings(cluster: Mapping[str, Any] | DictConfig) -> SlurmSettings:
     if not isinstance(extra, Mapping):
         errors.append(f"cluster.slurm.additional_parameters must be a mapping of sbatch options, got {extra!r}")
         extra = {}
+    if len(errors) == 1:
+        raise SlurmConfigError(f"cluster {name!r}: {errors[0]}; nothing was submitted")
     if errors:
         raise SlurmConfigError(
             f"cluster {name!r} has {len(errors)} bad Slurm setting(s); nothing was submitted:\n  - "
@@ -272,6 +252,6 @@ def preflight(settings: SlurmSettings, *, nodes: int | None = None, timeout: flo
     if proc.returncode != 0 or "error" in text.lower():
         flags = " ".join(args[2:-1])
         raise SlurmConfigError(
-            f"Slurm would refuse the jobs of cluster {settings.cluster!r} ({flags}); nothing was submitted.\n"
-            f"sbatch --test-only said: {text or f'exit {proc.returncode}'}"
+            f"Slurm would refuse the jobs of cluster {settings.cluster!r} ({flags}); nothing was submitted; "
+            f"sbatch --test-only said: {' '.join(text.split()) or f'exit {proc.returncode}'}"
         )

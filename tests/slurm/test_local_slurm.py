@@ -1,6 +1,7 @@
 """A real SLURM (scripts/local_slurm.sh: slurmctld, slurmd, slurmdbd + MariaDB, munge in a private
-network namespace): a two-point sweep through slurm.launch, a Ray cluster through slurm.cluster that
-takes a `matrix run` and leaves no process behind, and a two-node job that makes its own Ray cluster.
+network namespace): a matched pair swept over two points as SLURM jobs (`python -m experiments.run -m
+cluster=slurm_local ...`, one job per system and point), a Ray cluster through slurm.cluster that takes a
+`matrix run` and leaves no process behind, and a two-node job that makes its own Ray cluster.
 
 Bringing SLURM up (installing its Debian packages when missing) is this module's setup. It needs root;
 elsewhere the module skips with the reason, except in CI, where it must run.
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
 MATRIX = str(Path(sys.executable).with_name("matrix"))
 NS = "matrix-slurm-test"
-SMALL_CORAL = ["case=coral", "backend=sim", "case.limit=8", "case.window=8", "backend.time_scale=4", "progress=false"]
+SMALL_CORAL = ["case=coral", "backend=sim", "case.limit=8", "backend.time_scale=4", "progress=false"]
 
 
 def _unavailable() -> str | None:
@@ -102,24 +103,33 @@ def _wandb_run_mentions(run_dir: Path, *needles: bytes) -> bool:
     return bool(files) and all(n in files[0].read_bytes() for n in needles)
 
 
-def test_two_point_sweep_through_the_launcher(slurm_env: dict[str, str], tmp_path: Path) -> None:
+def _multirun(env: dict[str, str], sweep: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    """What a user types to run on SLURM: the entry point's multirun with a slurm cluster config."""
+    cmd = [sys.executable, "-m", "experiments.run", "-m", "cluster=slurm_local", *overrides,
+           f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    return _run(cmd, env)
+
+
+def test_a_swept_pair_runs_as_slurm_jobs(slurm_env: dict[str, str], tmp_path: Path) -> None:
     runs, sweep = tmp_path / "runs", tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "slurm.launch", "--sweep-dir", str(sweep), "cluster=slurm_local", *SMALL_CORAL,
-           "case.concurrency=4,8", f"run_root={runs}", "run_id=sweep"]  # fmt: skip
-    proc = _run(cmd, slurm_env)
-    assert "hydra/launcher=submitit_slurm" in proc.stderr
-    for n, concurrency in enumerate((4, 8)):
-        for system in ("matrix", "coral-controller"):
-            d = runs / "coral" / system / f"sweep-n{n}"
+    # A run_root relative to the launch directory: the preflight makes it absolute for the jobs.
+    proc = _multirun(slurm_env, sweep, *SMALL_CORAL, "system=matrix,coral-controller", "system.concurrency=4,8",
+                     f"run_root={os.path.relpath(runs, REPO)}", "run_id=sweep")  # fmt: skip
+    assert "sbatch --test-only accepts it" in proc.stderr
+    for concurrency in (4, 8):
+        for system, point in (("matrix", f"c{concurrency}"), ("coral-controller", f"w{concurrency}")):
+            d = runs / "coral" / system / f"sweep-{point}"
             metrics = json.loads((d / "metrics.json").read_text())
             assert metrics["trajectories"] == 8 and metrics["tasks_lost"] == 0
-            assert metrics["simulated"] is True
-            if system == "matrix":
-                assert metrics["concurrency"] == concurrency
+            assert metrics["simulated"] is True and metrics["concurrency"] == concurrency
             assert _wandb_run_mentions(d, b"tokens_per_second", system.encode()), f"no offline W&B run in {d}"
-    # Both points ran as elements of one Slurm job array, and Slurm's accounting saw them finish.
+    logs = "".join(p.read_text(errors="replace") for p in sweep.glob(".submitit/*/*_log.*"))
+    assert f"-> {runs}/coral/matrix/sweep-c4" in logs, "each job was given the absolute run_root"
+    # The multirun's summary came back to the launching process once the jobs had ended.
+    assert "matrix / coral-controller:" in proc.stderr
+    # The four points ran as elements of one Slurm job array, and Slurm's accounting saw them finish.
     jobs = sorted(p.name for p in (sweep / ".submitit").iterdir() if "_" in p.name and p.is_dir())
-    assert len(jobs) == 2, jobs
+    assert len(jobs) == 4 and len({j.split("_")[0] for j in jobs}) == 1, jobs
     deadline = time.monotonic() + 90  # the results come back a moment before Slurm ends the job
     while (states := _sacct(slurm_env, [j.split("_")[0] for j in jobs])) and time.monotonic() < deadline:
         if set(states.values()) == {"COMPLETED"}:
@@ -141,11 +151,14 @@ def test_ray_cluster_takes_a_matrix_run_and_leaves_nothing_behind(slurm_env: dic
         # The head and the worker are one Ray cluster of two nodes, reached with the cluster's own token.
         assert _alive_nodes(slurm_env, root, state["address"]) == 2
         runs = tmp_path / "runs"
-        run = _run([str(SCRIPT), "exec", MATRIX, "run", "--cluster", "slurm_local", "--root", str(root), *SMALL_CORAL,
-                    "case.concurrency=8", f"run_root={runs}", "run_id=oncluster"], slurm_env)  # fmt: skip
+        # A matched pair as a multirun of the driver (basic launcher: both systems on the same pools).
+        run = _run([str(SCRIPT), "exec", MATRIX, "run", "--cluster", "slurm_local", "--root", str(root), "-m",
+                    *SMALL_CORAL, "system=matrix,coral-controller", "system.concurrency=8", f"run_root={runs}",
+                    "run_id=oncluster", f"hydra.sweep.dir={tmp_path / 'sweep'}"], slurm_env)  # fmt: skip
         assert "Connecting to existing Ray cluster at address: 127.0.0.1:6390" in run.stderr
-        for system in ("matrix", "coral-controller"):
-            assert json.loads((runs / "coral" / system / "oncluster" / "metrics.json").read_text())["trajectories"] == 8
+        for system, point in (("matrix", "c8"), ("coral-controller", "w8")):
+            metrics = json.loads((runs / "coral" / system / f"oncluster-{point}" / "metrics.json").read_text())
+            assert metrics["trajectories"] == 8
     finally:
         down = _run([MATRIX, "cluster", "down", "slurm_local", "--root", str(root)], slurm_env)
     ended = json.loads(down.stdout)["jobs"]
@@ -158,11 +171,9 @@ def test_ray_cluster_takes_a_matrix_run_and_leaves_nothing_behind(slurm_env: dic
 
 def test_a_two_node_job_builds_its_own_ray_cluster(slurm_env: dict[str, str], tmp_path: Path) -> None:
     runs, sweep = tmp_path / "runs", tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "slurm.launch", "--sweep-dir", str(sweep), "cluster=slurm_local",
-           "cluster.slurm.tasks_per_node=2", "cluster.ray.num_cpus=1", *SMALL_CORAL, "case.concurrency=8",
-           "system=matrix", f"run_root={runs}", "run_id=twonode"]  # fmt: skip
-    _run(cmd, slurm_env)
-    assert json.loads((runs / "coral" / "matrix" / "twonode-n0" / "metrics.json").read_text())["trajectories"] == 8
+    _multirun(slurm_env, sweep, "cluster.slurm.tasks_per_node=2", "cluster.ray.num_cpus=1", *SMALL_CORAL,
+              "system=matrix", "system.concurrency=8", f"run_root={runs}", "run_id=twonode")  # fmt: skip
+    assert json.loads((runs / "coral" / "matrix" / "twonode-c8" / "metrics.json").read_text())["trajectories"] == 8
     logs = "".join(p.read_text(errors="replace") for p in sweep.glob(".submitit/*/*_log.*"))
     assert "job cluster: 2 nodes at 127.0.0.1:" in logs
     assert "ray worker 1:" in logs and "ray head: up at" in logs
