@@ -19,7 +19,7 @@ comparison measures. The result rows are written by Ray Data (`write_json` into
 `run_dir/ray_data_output/`) and then gathered into `run_dir/output.jsonl`, one row per document.
 
 The decisions (prompts, sampling, seeds, parsing, thresholds) are those of
-`matrix.cases.natural_reasoning.curate`, the code the P2P roles run, and the rows follow the P2P
+`matrix.cases.nr.curate`, the code the P2P roles run, and the rows follow the P2P
 output schema (`Message.to_row()`), so `natural_reasoning.funnel`/`quality`/`decisions` read both
 systems' output alike. Error reasons use the P2P runtime's wording too ("bad input row at ...",
 "step error in role ...").
@@ -63,7 +63,7 @@ import pandas as pd
 import ray
 
 from matrix.admission import task_seed
-from matrix.cases import natural_reasoning as nr
+from matrix.cases import nr
 from matrix.llm.client import LLMClient, RetryPolicy, message_text
 from matrix.message import DONE, ERROR, Hop, Message, Turn, Usage
 from matrix.metrics import Metrics

@@ -33,7 +33,7 @@ import httpx
 from matrix.tools.sandbox import detect_sandbox, sandbox_argv
 
 ErrorKind = Literal["crashed", "hung", "lost_lease", "bad_request", "server_error"]
-SERVER_MODULE = "matrix.tools.tau2_server"
+SERVER_MODULE = "matrix.cases.tau2.tool_server"
 _LAUNCHERS = {"bwrap", "apptainer", "starter", "starter-suid", "squashfuse_ll", "fuse-overlayfs"}
 
 

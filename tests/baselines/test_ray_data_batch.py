@@ -20,11 +20,11 @@ import zstandard
 from aiohttp import web
 
 from baselines.ray_data_batch import BatchConfig, main, run_batch
-from matrix.cases import natural_reasoning as nr
+from matrix.cases import nr
 from matrix.llm.client import RetryPolicy
 from matrix.runtime.config import RunConfig
 from matrix.runtime.local import run_local_async
-from tests.cases.test_natural_reasoning import FRENCH, PLAIN, REASONING
+from tests.cases.nr.test_natural_reasoning import FRENCH, PLAIN, REASONING
 from tests.llm.fake_openai import FakeServer, serve_fake
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
@@ -153,7 +153,7 @@ def test_every_document_gets_one_row_and_the_funnel_follows_the_model(tmp_path: 
             run_dir=tmp_path / "p2p",
             max_concurrent_tasks=8,
             progress=False,
-            workflow_modules=["matrix.cases.natural_reasoning"],
+            workflow_modules=["matrix.cases.nr"],
         )
         ray_requests = len(small.bodies) + len(large.bodies)
         ray_tokens = small.completion_tokens + large.completion_tokens

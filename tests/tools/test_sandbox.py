@@ -78,7 +78,7 @@ def test_bwrap_really_runs_the_tool_server(tmp_path: Path) -> None:
             (server,) = pool.servers()
             process = psutil.Process(server["pid"])
             assert server["pid"] != server["launcher_pid"]
-            assert "matrix.tools.tau2_server" in " ".join(process.cmdline())
+            assert "matrix.cases.tau2.tool_server" in " ".join(process.cmdline())
             assert process.parent().name() == "bwrap"
             assert psutil.Process(server["launcher_pid"]).name() == "bwrap"
             nspid = Path(f"/proc/{server['pid']}/status").read_text().split("NSpid:")[1].split("\n")[0].split()

@@ -1,6 +1,6 @@
 """A behaviour model for the simulated engine that plays gpt-oss-120b on tau2-bench, both sides.
 
-Register name ``tau2`` (import path ``matrix.cases.tau2_sim:Tau2Behaviour``). One model serves both
+Register name ``tau2`` (import path ``matrix.cases.tau2.sim:Tau2Behaviour``). One model serves both
 the user simulator (system prompt holds ``<scenario>``) and the customer-service assistant (system
 prompt holds ``<policy>``), as gpt-oss-120b does in the paper's tau2 run. Like every behaviour it
 reads only the request body and the task set it was configured with (tau2's own tasks for
@@ -56,14 +56,13 @@ log-normal (sigma ``LENGTH_SIGMA``) with mean ``ASSISTANT_MEAN_TOKENS`` or ``USE
 (never fewer than the visible text); only the visible text is returned. With the troubleshooting
 turns above a telecom trajectory has about 29 messages (roughly 20 to 25 model calls); measured over 114 tasks x
 3 seeds: 7,863 completion tokens per trajectory in model mode, 8,755 in oracle mode (longer, as
-it never stops early); see tests/cases/test_tau2_sim.py. ``max_tokens`` is enforced
+it never stops early); see tests/cases/tau2/test_sim.py. ``max_tokens`` is enforced
 with ``apply_limits``. No reply is empty.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import random
@@ -74,6 +73,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from matrix.cases.common import folded, stable_hash
 from matrix.cases.tau2 import import_tau2
 from matrix.llm.sim.behaviour import Reply, apply_limits, filler_tokens, register_behaviour, request_digest
 from matrix.llm.sim.tokens import content_text, count_text_tokens
@@ -127,15 +127,6 @@ _PHONE = re.compile(r"\b\d{3}-\d{3}-\d{4}\b")
 _SCENARIO = re.compile(r"<scenario>\n(?P<s>.*)\n</scenario>", re.S)
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
-def _hash(*parts: object) -> int:
-    blob = "\x00".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big")
-
-
 def _args_key(args: Mapping[str, Any]) -> str:
     return json.dumps(args, sort_keys=True)
 
@@ -164,8 +155,8 @@ def _identity(task: Task) -> tuple[str, ...]:
     """The normalised texts a user states in its opening, from which the assistant matches tasks."""
     instr = task.user_scenario.instructions
     if isinstance(instr, str):
-        return (_norm(instr),)
-    return tuple(_norm(x) for x in (instr.reason_for_call, instr.known_info or "") if x)
+        return (folded(instr),)
+    return tuple(folded(x) for x in (instr.reason_for_call, instr.known_info or "") if x)
 
 
 def opening_text(task: Task) -> str:
@@ -215,7 +206,7 @@ class TaskSet:
             return frozenset()
 
     def candidates(self, user_text: str) -> list[Task]:
-        said = _norm(user_text)
+        said = folded(user_text)
         return [t for t in self.tasks if all(part in said for part in self.identity[t.id])]
 
     def outcomes(self, task: Task, calls: Sequence[Call], *, exact: bool = False) -> list[str]:
@@ -517,7 +508,7 @@ class Tau2Behaviour:
         actions = actions_of(task)
         stop_at = len(actions)
         if self.mode == "model" and plan.agreed and actions:
-            h = random.Random(_hash(task.id, traj_seed, self.seed_salt, self.domain))
+            h = random.Random(stable_hash(task.id, traj_seed, self.seed_salt, self.domain))
             if h.random() >= self.competence:
                 stop_at = h.randrange(len(actions))
         if plan.done >= stop_at:

@@ -28,7 +28,7 @@ pages in well under a second of CPU), but the corpus is far more repetitive than
 Each document is ``{"id", "url", "text", "meta": {"kind", "lang"}}``; ``meta`` is ground truth for
 tests and analysis, and the pipeline never needs it.
 
-CLI: ``python -m matrix.cases.nr_docs --n 10000 --seed 0 --out docs.jsonl.zst``.
+CLI: ``python -m matrix.cases.nr.docs --n 10000 --seed 0 --out docs.jsonl.zst``.
 """
 
 from __future__ import annotations
@@ -1850,7 +1850,7 @@ def write_documents(path: str | Path, docs: Iterable[Mapping[str, Any]]) -> Path
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: generate documents and write them to ``--out``."""
     parser = argparse.ArgumentParser(
-        prog="python -m matrix.cases.nr_docs",
+        prog="python -m matrix.cases.nr.docs",
         description="Write offline web-like documents for the NaturalReasoning case.",
     )
     parser.add_argument("--n", type=int, default=10000, help="number of documents")

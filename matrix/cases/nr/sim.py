@@ -1,8 +1,8 @@
 """A behaviour model for the simulated engine that plays NaturalReasoning's classifier, scorer and question writer.
 
-Register name ``natural_reasoning`` (import path ``matrix.cases.nr_sim:NRBehaviour``). Like every
+Register name ``natural_reasoning`` (import path ``matrix.cases.nr.sim:NRBehaviour``). Like every
 behaviour model it reads only the request body and the seed, and the same (request, seed) always
-gives the same reply. The stage is told by the system message (``natural_reasoning.CLASSIFIER_SYSTEM``,
+gives the same reply. The stage is told by the system message (``matrix.cases.nr.CLASSIFIER_SYSTEM``,
 ``SCORE_SYSTEM`` or ``QUESTION_SYSTEM``); the passage is the user message. Requests whose system
 message is none of the three get the `generic` behaviour's filler (a warm-up or health probe must
 not fail a server); `stage_of` tells a caller which stage a request is, or None.
@@ -33,7 +33,7 @@ average is ``yes_rate`` when a share ``reasoning_share`` of the English passages
 
 so a passage with cues is about 67 times likelier to be labelled Yes. The default share, 6.5%, is
 the share of worked explanations among the English documents of the document generator's default
-mix (`matrix.cases.nr_docs`, ``reasoning_rate``). On 20,000 of its documents (seeds 100 to 103,
+mix (`matrix.cases.nr.docs`, ``reasoning_rate``). On 20,000 of its documents (seeds 100 to 103,
 measured when this was written) py3langid keeps 19,254 as English; the cues flag 6.35% of those
 against 6.37% that are worked explanations (5 disagreements), and the classifier says Yes to 6.13%
 of them (6.19% expected at that cue share; 5.90% of all documents against the paper's 6.08%).
@@ -80,7 +80,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from matrix.cases.natural_reasoning import AXES, AXIS_RANGE, CLASSIFIER_SYSTEM, QUESTION_SYSTEM, SCORE_SYSTEM
+from matrix.cases.nr import AXES, AXIS_RANGE, CLASSIFIER_SYSTEM, QUESTION_SYSTEM, SCORE_SYSTEM
 from matrix.llm.sim.behaviour import GenericBehaviour, Reply, filler_tokens, register_behaviour, request_digest
 from matrix.llm.sim.tokens import content_text, count_text_tokens, token_pieces
 

@@ -18,15 +18,15 @@ Matrix paper's setup (arXiv 2511.21686, section 5.1); prompt wording here is our
 
 This module holds everything the two systems share: prompts, parsing, decisions, sampling, the
 dataset and the quality metrics. The P2P roles are at the bottom; the central controller lives in
-`baselines.coral_controller` and calls the same functions.
+`baselines.coral_controller` and calls the same functions. Sampling settings, seeds and interval
+statistics come from `matrix.cases.common`, which every case shares; `matrix.cases.coral.sim` is the
+simulated engine's behaviour model of these agents (loaded by the sim server, not imported here).
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
-import math
 import random
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from matrix.agent import Agent, RoleSpec
+from matrix.cases.common import Sampling, derived_seed, mean_ci, proportion, two_proportion_p, wilson
 from matrix.llm.agent import LLMAgent
 from matrix.llm.client import message_text
 from matrix.message import ERROR, Message, Turn, Usage
@@ -64,16 +65,6 @@ EXTRACTOR_SYSTEM = (
 )
 
 _LETTER = re.compile(r"\(([A-Z])\)")
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float
-    top_p: float
-    max_tokens: int
-
-    def body(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
 
 
 # The paper's setup (../shared/paper/paper_setups.csv; fair-matrix's coral resources).
@@ -187,8 +178,7 @@ def parse_extraction(text: str | None) -> str | None:
 
 def request_seed(task_id: str, trial: int, turn: int, kind: str) -> int:
     """A per-request sampling seed, the same in both systems, so the same task samples alike."""
-    digest = hashlib.sha256(f"{task_id}\x00{trial}\x00{turn}\x00{kind}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+    return derived_seed(task_id, trial, turn, kind)
 
 
 @dataclass(frozen=True)
@@ -256,16 +246,6 @@ def outcome(row: Mapping[str, Any]) -> Outcome:
     )
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def quality(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Coral's quality metrics over output rows. Agreement correctness (the headline) counts a
     conversation as correct when it ended in agreement on the gold letter; conversations that
@@ -273,37 +253,18 @@ def quality(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     outs = [outcome(r) for r in rows]
     n = len(outs)
     ok = [o for o in outs if not o.error]
-
-    def prop(k: int, total: int) -> dict[str, Any]:
-        lo, hi = wilson(k, total)
-        return {"value": k / total if total else 0.0, "k": k, "n": total, "ci95": [lo, hi]}
-
     turns = [o.turns for o in ok]
-    mean_turns = sum(turns) / len(turns) if turns else 0.0
-    sd = math.sqrt(sum((t - mean_turns) ** 2 for t in turns) / (len(turns) - 1)) if len(turns) > 1 else 0.0
-    half = 1.96 * sd / math.sqrt(len(turns)) if turns else 0.0
+    mean_turns, lo, hi = mean_ci(turns) if turns else (0.0, 0.0, 0.0)
     extractions = sum(o.extractions for o in ok)
     return {
         "conversations": n,
-        "agreement_correctness": prop(sum(o.correct for o in outs), n),
-        "agreement_rate": prop(sum(o.agreed for o in outs), n),
-        "valid_answer_rate": prop(sum(o.valid for o in ok), extractions),
-        "any_turn_correct": prop(sum(o.any_turn_correct for o in outs), n),
-        "mean_turns": {"value": mean_turns, "n": len(turns), "ci95": [mean_turns - half, mean_turns + half]},
-        "conversation_errors": prop(sum(o.error for o in outs), n),
+        "agreement_correctness": proportion(sum(o.correct for o in outs), n),
+        "agreement_rate": proportion(sum(o.agreed for o in outs), n),
+        "valid_answer_rate": proportion(sum(o.valid for o in ok), extractions),
+        "any_turn_correct": proportion(sum(o.any_turn_correct for o in outs), n),
+        "mean_turns": {"value": mean_turns, "n": len(turns), "ci95": [lo, hi]},
+        "conversation_errors": proportion(sum(o.error for o in outs), n),
     }
-
-
-def two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
-    """Two-sided p-value of a pooled two-proportion z-test (1.0 when there is nothing to compare)."""
-    if n1 == 0 or n2 == 0:
-        return 1.0
-    p = (k1 + k2) / (n1 + n2)
-    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
-    if se == 0:
-        return 1.0
-    z = abs(k1 / n1 - k2 / n2) / se
-    return math.erfc(z / math.sqrt(2))
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -527,3 +488,48 @@ class CoralDeployment:
             RoleSpec("extractor", CoralExtractor, llm, num_instances=self.instances),
             RoleSpec("matcher", CoralMatcher, {"settings": self.settings.to_dict()}, num_instances=self.instances),
         ]
+
+
+__all__ = [
+    "CORAL",
+    "DIALOGUE_ROLES",
+    "DIALOGUE_SAMPLING",
+    "EXTRACTOR_SAMPLING",
+    "EXTRACTOR_SYSTEM",
+    "MAX_TURNS",
+    "MMLU_PRO_HUB",
+    "NOT_SURE",
+    "SYSTEM_PROMPT",
+    "WORKFLOW",
+    "CoralDeployment",
+    "CoralDialogue",
+    "CoralExtractor",
+    "CoralMatcher",
+    "CoralSettings",
+    "Outcome",
+    "Question",
+    "Sampling",
+    "Verdict",
+    "answers_so_far",
+    "coral_row",
+    "dialogue",
+    "dialogue_messages",
+    "extraction_messages",
+    "extractor_turn",
+    "generated_questions",
+    "load_hub",
+    "load_questions",
+    "matcher_turn",
+    "next_speaker",
+    "opening",
+    "options_block",
+    "outcome",
+    "parse_extraction",
+    "quality",
+    "question_of",
+    "read_mmlu_pro",
+    "request_seed",
+    "two_proportion_p",
+    "verdict",
+    "wilson",
+]

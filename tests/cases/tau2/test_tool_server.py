@@ -29,7 +29,7 @@ def start_server(domain: str, directory: Path, max_sessions: int = 3) -> tuple[s
     ready = directory / f"ready-{domain}.json"
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "matrix.tools.tau2_server", "--domain", domain, "--port", "0"),
+            *(sys.executable, "-m", "matrix.cases.tau2.tool_server", "--domain", domain, "--port", "0"),
             *("--ready-file", str(ready), "--max-sessions", str(max_sessions)),
         ],
         env=dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True"),

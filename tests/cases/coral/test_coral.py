@@ -16,7 +16,7 @@ from matrix.runtime.config import RunConfig
 from matrix.runtime.local import run_local_async
 from tests.llm.fake_openai import FakeServer, serve_fake
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mmlu_pro"
+SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mmlu_pro"
 MMLU = SHARED / "mmlu_pro_test_llama31_8b_instruct.jsonl.gz"
 ROW = {"id": "q1", "question": "2 + 2?", "options": ["3", "4", "5"], "answer": "B"}
 

@@ -1,6 +1,6 @@
 """A behaviour model for the simulated engine that plays Coral's agents and its extractor.
 
-Register name ``coral`` (import path ``matrix.cases.coral_sim:CoralBehaviour``). Like every
+Register name ``coral`` (import path ``matrix.cases.coral.sim:CoralBehaviour``). Like every
 behaviour model it sees only the request body and the dataset it was configured with, and the same
 (request, seed) always gives the same reply.
 
@@ -37,7 +37,6 @@ Other requests (neither system prompt) get the `generic` behaviour's filler.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import math
 import random
@@ -48,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matrix.cases.common import folded, stable_hash
 from matrix.cases.coral import EXTRACTOR_SYSTEM, NOT_SURE, SYSTEM_PROMPT
 from matrix.llm.sim.behaviour import GenericBehaviour, Reply, filler_tokens, register_behaviour, request_digest
 from matrix.llm.sim.tokens import count_text_tokens
@@ -70,12 +70,8 @@ _REPLY_START = "**The reply to read:**\n\n"
 _REPLY_END = "\n\n**Answer with the option"
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
 def _key(question: str, options: Sequence[str]) -> tuple[str, tuple[str, ...]]:
-    return _norm(question), tuple(_norm(o) for o in options)
+    return folded(question), tuple(folded(o) for o in options)
 
 
 def stated_answer(text: str | None) -> str | None:
@@ -193,11 +189,6 @@ def _reply_to_read(user: str) -> str:
     return body[:end] if end >= 0 else body
 
 
-def _stable_hash(*parts: str) -> int:
-    digest = hashlib.sha256("\x00".join(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big")
-
-
 # --------------------------------------------------------------------------------------- behaviour
 
 
@@ -265,7 +256,7 @@ class CoralBehaviour:
         grounding = self.dataset.lookup(question, options) if self.dataset is not None and parsed else None
 
         # The question's shared starting point: the real prediction, or a hash of what both agents see.
-        h = random.Random(_stable_hash(question, *options))
+        h = random.Random(stable_hash(question, *options))
         fallback, unknown_len = h.choice(letters), h.lognormvariate(math.log(UNKNOWN_MEDIAN_TOKENS), UNKNOWN_SIGMA)
         if grounding is not None:
             belief = grounding.pred if grounding.pred in letters else fallback

@@ -4,7 +4,7 @@ A session belongs to one task: the environment's database is that task's state, 
 share one. The HTTP layer is the standard library's, which keeps start-up to tau2's own import time
 and lets the server run in any sandbox. Run it as
 
-    python -m matrix.tools.tau2_server --domain telecom --port 0 --ready-file ready.json
+    python -m matrix.cases.tau2.tool_server --domain telecom --port 0 --ready-file ready.json
 
 Once listening it writes {"port", "pid"} to the ready file (atomically), which is how a pool learns the
 port it was given. Every error answer is {"error": "..."} naming the offending key or value.
@@ -366,7 +366,7 @@ def serve(domain: str, host: str, port: int, ready_file: Path | None, max_sessio
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m matrix.tools.tau2_server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m matrix.cases.tau2.tool_server", description=__doc__.split("\n")[0])
     parser.add_argument("--domain", default="telecom", help="tau2 domain: mock, airline, retail, telecom")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         serve(args.domain, args.host, args.port, args.ready_file, args.max_sessions)
     except ValueError as exc:
-        print(f"tau2_server: {exc}", file=sys.stderr)
+        print(f"tau2 tool server: {exc}", file=sys.stderr)
         return 2
     # The socket is closed and no state outlives the process; skipping interpreter teardown
     # (over a second with litellm loaded) makes a stop take milliseconds.

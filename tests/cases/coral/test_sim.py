@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from matrix.cases import coral
-from matrix.cases.coral_sim import CoralBehaviour, CoralDataset, parse_opening, stated_answer
+from matrix.cases.coral.sim import CoralBehaviour, CoralDataset, parse_opening, stated_answer
 from matrix.llm.sim.behaviour import BehaviourModel, apply_limits, get_behaviour
 from matrix.llm.sim.tokens import count_text_tokens
 
-MMLU = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mmlu_pro"
+MMLU = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mmlu_pro"
 DATA = MMLU / "mmlu_pro_test_llama31_8b_instruct.jsonl.gz"
 needs_data = pytest.mark.skipif(
     not DATA.exists(), reason="../shared/data/mmlu_pro is absent (a user's clone has no ../shared)"
@@ -106,7 +106,7 @@ def test_limits_and_non_coral_requests() -> None:
 
 
 def test_unknown_questions_get_valid_shared_first_beliefs() -> None:
-    model = get_behaviour("matrix.cases.coral_sim:CoralBehaviour", explore=0.0)
+    model = get_behaviour("matrix.cases.coral.sim:CoralBehaviour", explore=0.0)
     letters: list[str] = []
     for row in coral.generated_questions(60, seed=1):
         q = coral.question_of(row)

@@ -15,8 +15,8 @@ import py3langid
 import pytest
 import zstandard
 
-from matrix.cases import nr_docs
-from matrix.cases.nr_docs import KINDS, LANGUAGES, generate_documents, main, write_documents
+from matrix.cases.nr import docs as nr_docs
+from matrix.cases.nr.docs import KINDS, LANGUAGES, generate_documents, main, write_documents
 
 N = 3000
 CJK = ("zh", "ja")

@@ -23,13 +23,16 @@ Failures of the machinery end the task with a clear status instead of a reward: 
 crashed or hung (`tool_server_crashed` / `tool_server_hung`), a model endpoint that kept failing
 (`llm_error`). Such rows have `status == "error"`, are counted as failed in the run's metrics, and
 score 0 in `quality` (as tau2's runner scores a failed sample with `skip_failed_samples`).
+
+The package also holds the tau2 tool server (`matrix.cases.tau2.tool_server`, one process per domain,
+leased through `matrix.tools`' pool) and the simulated engine's behaviour model of both sides of the
+conversation (`matrix.cases.tau2.sim`); neither is imported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import random
 from collections import Counter
@@ -39,6 +42,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from matrix.agent import Agent, RoleSpec
+from matrix.cases.common import Sampling, mean_ci
 from matrix.llm.agent import LLMAgent
 from matrix.message import Message, Turn, Usage
 from matrix.workflow import Edge, Graph, register_workflow
@@ -103,7 +107,7 @@ class Tau2Settings:
 
     def llm_args(self) -> dict[str, Any]:
         """The sampling fields, as tau2's runner gets them (`--agent-llm-args` / `--user-llm-args`)."""
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+        return Sampling(self.temperature, self.top_p, self.max_tokens).body()
 
 
 def trial_seeds(seed: int, num_trials: int) -> list[int]:
@@ -226,17 +230,6 @@ def reward_of(row: Mapping[str, Any]) -> float | None:
 
 def ending_of(row: Mapping[str, Any]) -> str:
     return str((row.get("route") or {}).get("termination") or row.get("error") or row.get("status"))
-
-
-def mean_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
-    """Mean and a normal-approximation 95% confidence interval."""
-    if not values:
-        return (float("nan"), float("nan"), float("nan"))
-    n = len(values)
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
-    half = z * math.sqrt(var / n)
-    return (mean, mean - half, mean + half)
 
 
 def quality(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

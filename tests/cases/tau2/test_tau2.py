@@ -22,7 +22,7 @@ from matrix.cases import tau2 as case
 from matrix.runtime.config import RunConfig
 from matrix.runtime.local import run_local_async
 
-BEHAVIOUR = "matrix.cases.tau2_sim:Tau2Behaviour"
+BEHAVIOUR = "matrix.cases.tau2.sim:Tau2Behaviour"
 MODEL = "openai/gpt-oss-120b"
 
 
@@ -203,7 +203,7 @@ def test_both_systems_send_identical_requests_and_get_identical_trajectories(tmp
 def test_p2p_oracle_scores_one_and_nothing_scores_what_tau2s_orchestrator_gives(tmp_path: Path) -> None:
     """Airline through the P2P roles: the oracle behaviour scores 1.0 on every task; the do-nothing
     behaviour scores, task by task, what tau2's own orchestrator gives it (about 0.38 over airline)."""
-    from matrix.cases.tau2_sim import Tau2Behaviour, simulate_trajectory
+    from matrix.cases.tau2.sim import Tau2Behaviour, simulate_trajectory
 
     settings = case.Tau2Settings(domain="airline")
     tasks = case.load_tasks("airline")[:10]

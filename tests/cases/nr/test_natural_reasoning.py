@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from matrix.cases import natural_reasoning as nr
+from matrix.cases import nr
 from matrix.runtime.config import RunConfig
 from matrix.runtime.local import run_local_async
 from tests.llm.fake_openai import FakeServer, serve_fake
@@ -212,7 +212,7 @@ def test_workflow_on_the_local_runtime_drops_with_reasons_and_counts_bad_documen
                 run_dir=tmp_path,
                 max_concurrent_tasks=4,
                 progress=False,
-                workflow_modules=["matrix.cases.natural_reasoning"],
+                workflow_modules=["matrix.cases.nr"],
             )
             metrics = await run_local_async(cfg)
             return metrics, small.bodies + large.bodies

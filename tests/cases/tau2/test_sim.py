@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("tau2")
 
-from matrix.cases.tau2_sim import (
+from matrix.cases.tau2.sim import (
     NOTHING_TEXT,
     STOP,
     Tau2Behaviour,

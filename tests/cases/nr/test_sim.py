@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from matrix.cases import natural_reasoning as nr
-from matrix.cases import nr_sim
-from matrix.cases.nr_sim import NRBehaviour, has_reasoning_cues, passage_of, reasoning_cues, stage_of
+from matrix.cases import nr
+from matrix.cases.nr import sim as nr_sim
+from matrix.cases.nr.sim import NRBehaviour, has_reasoning_cues, passage_of, reasoning_cues, stage_of
 from matrix.llm.sim.behaviour import BehaviourModel, GenericBehaviour, Reply, get_behaviour
 from matrix.llm.sim.loadgen import RequestSpec, unloaded_latency
 from matrix.llm.sim.profile import load_profile
@@ -237,7 +237,7 @@ def test_length_scale_stretches_both_stages() -> None:
 
 
 def test_nr_docs_mix_gives_the_calibrated_yes_rate() -> None:
-    nr_docs = pytest.importorskip("matrix.cases.nr_docs")
+    nr_docs = pytest.importorskip("matrix.cases.nr.docs")
     docs = [d for d in nr_docs.generate_documents(2000, seed=0) if d["meta"]["lang"] == "en"]
     n = len(docs)
     model = NRBehaviour()
@@ -283,7 +283,7 @@ def test_an_unknown_stage_gets_the_generic_filler() -> None:
 
 
 def test_loaded_by_import_path_with_config_and_bad_config_is_refused() -> None:
-    model = get_behaviour("matrix.cases.nr_sim:NRBehaviour", score_pass_rate=1.0, boxed_rate=1.0)
+    model = get_behaviour("matrix.cases.nr.sim:NRBehaviour", score_pass_rate=1.0, boxed_rate=1.0)
     assert isinstance(model, NRBehaviour) and model.name == "natural_reasoning"
     assert get_behaviour("natural_reasoning").name == "natural_reasoning"
     with pytest.raises(ValueError, match="cannot be reached"):

@@ -18,11 +18,14 @@ baseline (`baselines/ray_data_batch.py`), which runs the same three stages per r
 `outcome_of`, `funnel` and `quality` read either system's output.
 
 Sampling is the paper's (../shared/paper/paper_setups.csv, from fair-matrix's NR resources).
+
+The package also holds the offline input (`matrix.cases.nr.docs`, web-like documents whose word lists
+and templates are data files under `data/`) and the simulated engine's behaviour model of the three
+model stages (`matrix.cases.nr.sim`); neither is imported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import unicodedata
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from matrix.agent import RoleSpec
-from matrix.cases.coral import Sampling
+from matrix.cases.common import Sampling, derived_seed
 from matrix.llm.agent import LLMAgent
 from matrix.llm.client import message_text
 from matrix.message import Message, Turn, Usage
@@ -371,8 +374,7 @@ LLMCall = Callable[[str, list[dict[str, str]], dict[str, Any], int], Awaitable[M
 
 def request_seed(doc: str, stage: str, trial: int = 0) -> int:
     """Per-request sampling seed from the document and stage: the same in both systems."""
-    digest = hashlib.sha256(f"{doc}\x00{trial}\x00{stage}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+    return derived_seed(doc, trial, stage)
 
 
 def _usage(response: Mapping[str, Any]) -> dict[str, int]:
