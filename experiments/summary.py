@@ -39,14 +39,23 @@ def launch_runs(run_root: Path, run_id: str, case: str = "*") -> list[dict[str, 
 
 def summarize(runs: list[dict[str, Any]]) -> list[str]:
     """Lines: per system and point, tokens/s (mean and range over repeats); then the best pair's ratio."""
+    lines = []
+    complete = []
+    for m in runs:
+        stopped = m.get("stopped")
+        if stopped:  # a run stopped early (signal, drain) measured only part of its work
+            reason = stopped.get("reason") if isinstance(stopped, dict) else stopped
+            lines.append(f"  left out: {m.get('run_dir')} stopped early ({reason})")
+        else:
+            complete.append(m)
+    runs = complete
     if not runs:
-        return ["summary: no finished runs"]
+        return [*lines, "summary: no finished runs"]
     groups: dict[tuple[str, Any], list[float]] = defaultdict(list)
     for m in runs:
         groups[(str(m.get("system")), m.get("concurrency"))].append(float(m.get("tokens_per_second") or 0.0))
     sim = any(m.get("simulated") for m in runs)
     unit = "tokens per simulated s (SIMULATED)" if sim else "tokens/s"
-    lines = []
     best: dict[str, tuple[float, float, float, Any]] = {}
     for (system, point), values in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
         mean = statistics.fmean(values)
