@@ -25,11 +25,9 @@ runtime. What differs is only the architecture: here one loop drives every step.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import math
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +46,6 @@ from matrix.cases.coral import (
     dialogue_messages,
     extraction_messages,
     extractor_turn,
-    load_questions,
     matcher_turn,
     next_speaker,
     quality,
@@ -365,54 +362,3 @@ async def _sample(
 def run_controller(rows: list[dict[str, Any]], cfg: ControllerConfig) -> dict[str, Any]:
     """Run the controller in a fresh event loop and return the metrics written to metrics.json."""
     return asyncio.run(run_controller_async(rows, cfg))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: run the Coral controller over MMLU-Pro (or the generated set) and print metrics."""
-    p = argparse.ArgumentParser(prog="python -m baselines.coral_controller", description=DESCRIPTION)
-    p.add_argument("--urls", nargs="+", required=True, help="model server base URLs (space or comma separated)")
-    p.add_argument("--model", default=None, help="model name sent in every request")
-    p.add_argument(
-        "--input", default="generated", help="MMLU-Pro .jsonl/.jsonl.gz, hf://TIGER-Lab/MMLU-Pro, or 'generated'"
-    )
-    p.add_argument("--limit", type=int, default=None, help="at most this many questions")
-    p.add_argument("--window", type=int, default=100, help="concurrent conversations")
-    p.add_argument("--write-group", type=int, default=32, help="rows per append to output.jsonl")
-    p.add_argument("--max-turns", type=int, default=CoralSettings().max_turns, help="dialogue turn limit")
-    p.add_argument("--max-concurrency", type=int, default=256, help="HTTP requests in flight per replica")
-    p.add_argument("--seed", type=int, default=0, help="base of the per-task seeds (and of the generated set)")
-    p.add_argument("--run-dir", type=Path, default=Path("results/runs/coral-controller"))
-    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
-    args = p.parse_args(argv)
-
-    urls = [u.strip() for arg in args.urls for u in arg.split(",") if u.strip()]
-    base = CoralSettings()
-    try:
-        settings = CoralSettings(max_turns=args.max_turns, dialogue=base.dialogue, extractor=base.extractor)
-        cfg = ControllerConfig(
-            urls=urls,
-            model=args.model,
-            settings=settings,
-            window=args.window,
-            write_group=args.write_group,
-            run_dir=args.run_dir,
-            max_concurrency=args.max_concurrency,
-            labels={"case": "coral", "system": SYSTEM, "input": str(args.input), "concurrency": args.window},
-            progress=not args.no_progress,
-            seed=args.seed,
-        )
-        rows = load_questions(args.input, limit=args.limit, seed=args.seed)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"coral-controller: {exc}", file=sys.stderr)
-        return 2
-    out = run_controller(rows, cfg)
-    keys = ("tasks_finished", "tasks_failed", "tasks_resumed", "wall_seconds", "tokens_per_second", "messages")
-    summary = {k: out.get(k) for k in keys}
-    summary["agreement_correctness"] = out["quality"]["agreement_correctness"]["value"]
-    summary["run_dir"] = str(cfg.run_dir)
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -45,7 +45,6 @@ Deviations from the reference script, on purpose:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import bisect
 import json
@@ -734,56 +733,3 @@ def _describe(source: Any) -> str:
 
 def _split(values: Sequence[str]) -> list[str]:
     return [u.strip() for arg in values for u in arg.split(",") if u.strip()]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: curate a document file with the Ray Data pipeline and print a summary."""
-    p = argparse.ArgumentParser(prog="python -m baselines.ray_data_batch", description=DESCRIPTION)
-    p.add_argument("--input", required=True, help="documents: .jsonl, .jsonl.gz or .jsonl.zst (DCLM shards)")
-    p.add_argument("--small-url", nargs="+", required=True, help="base URLs of the small (classifier) model")
-    p.add_argument("--large-url", nargs="+", required=True, help="base URLs of the large (score, question) model")
-    p.add_argument("--small-model", required=True, help="model name of the small pool")
-    p.add_argument("--large-model", required=True, help="model name of the large pool")
-    p.add_argument("--batch-size", type=int, default=50, help="rows per map_batches batch")
-    p.add_argument("--parallelism", type=int, default=4, help="Ray Data actors (data parallelism)")
-    p.add_argument("--worker-cpus", type=float, default=None, help="CPUs each actor reserves (default: auto)")
-    p.add_argument("--max-concurrency", type=int, default=1024, help="HTTP requests in flight per replica")
-    p.add_argument("--limit", type=int, default=None, help="at most this many input rows")
-    p.add_argument("--out", type=Path, default=Path("results/runs/nr-ray-data"), help="run directory")
-    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
-    args = p.parse_args(argv)
-
-    try:
-        cfg = BatchConfig(
-            small_urls=_split(args.small_url),
-            large_urls=_split(args.large_url),
-            small_model=args.small_model,
-            large_model=args.large_model,
-            batch_size=args.batch_size,
-            data_parallelism=args.parallelism,
-            worker_cpus=args.worker_cpus,
-            max_concurrency_per_replica=args.max_concurrency,
-            limit=args.limit,
-            run_dir=args.out,
-            labels={"input": str(args.input), "concurrency": args.batch_size * args.parallelism},
-            progress=not args.no_progress,
-        )
-        if not Path(args.input).exists():
-            raise ValueError(f"input file {args.input} does not exist")
-    except (ValueError, TypeError) as exc:
-        print(f"{SYSTEM}: {exc}", file=sys.stderr)
-        return 2
-    from matrix.runtime.ray_p2p import ensure_ray
-
-    ensure_ray()
-    out = run_batch(args.input, cfg)
-    keys = ("documents", "tasks_finished", "tasks_failed", "tasks_bad_input", "wall_seconds", "tokens_per_second")
-    summary = {k: out.get(k) for k in keys}
-    summary["funnel"] = out["quality"]["counts"]
-    summary["run_dir"] = str(cfg.run_dir)
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

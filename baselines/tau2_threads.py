@@ -25,10 +25,8 @@ Rows go to `output.jsonl` in the P2P system's schema (one turn per tau2 message,
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -256,42 +254,3 @@ def run_threads(cfg: ThreadsConfig) -> dict[str, Any]:
     write_json(cfg.run_dir / "timeseries.json", timeseries(rows, started, started + wall))
     write_json(cfg.run_dir / "metrics.json", out)
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: run tau2's threaded runner against OpenAI-compatible servers."""
-    p = argparse.ArgumentParser(prog="python -m baselines.tau2_threads", description=__doc__.splitlines()[0])
-    p.add_argument("--url", nargs="+", required=True, help="base URLs of the model servers")
-    p.add_argument("--model", required=True, help="served model name")
-    p.add_argument("--domain", default="telecom", help="tau2 domain (default telecom, the paper's)")
-    p.add_argument("--limit", type=int, default=None, help="first N tasks of the domain")
-    p.add_argument("--trials", type=int, default=1, help="trials per task")
-    p.add_argument("--threads", type=int, default=500, help="thread pool size (the paper's: 500)")
-    p.add_argument("--no-rewrite", action="store_true", help="skip tau2's per-simulation results-file rewrite")
-    p.add_argument("--out", type=Path, default=Path("results/runs/tau2/tau2-threads/cli"), help="run directory")
-    a = p.parse_args(argv)
-    try:
-        cfg = ThreadsConfig(
-            urls=[u for arg in a.url for u in arg.split(",") if u],
-            model=a.model,
-            run_dir=a.out,
-            settings=case.Tau2Settings(domain=a.domain),
-            limit=a.limit,
-            num_trials=a.trials,
-            max_concurrency=a.threads,
-            rewrite_results=not a.no_rewrite,
-        )
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    m = run_threads(cfg)
-    q = m["quality"]
-    print(
-        f"{m['trajectories']} trajectories, average reward {q['average_reward']:.4f}, "
-        f"{m['tokens_generated']} tokens, {m['tokens_per_second']:.1f} tok/s -> {cfg.run_dir}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import baselines.coral_controller as cc
-from baselines.coral_controller import ControllerConfig, main, run_controller_async
+from baselines.coral_controller import ControllerConfig, run_controller_async
 from matrix.cases import coral
 from matrix.llm.client import RetryPolicy
 from matrix.runtime.config import RunConfig
@@ -316,8 +316,3 @@ def test_config_errors_are_clear(kw: dict[str, Any], needle: str) -> None:
     args: dict[str, Any] = {"urls": ["http://127.0.0.1:1"], "model": "m", **kw}
     with pytest.raises(ValueError, match=needle):
         ControllerConfig(**args)
-
-
-def test_cli_reports_a_bad_config(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--urls", "http://127.0.0.1:1", "--model", "m", "--window", "0"]) == 2
-    assert "window must be >= 1" in capsys.readouterr().err

@@ -7,6 +7,7 @@ thread while Ray Data's actors send their requests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import json
 import threading
@@ -19,7 +20,7 @@ import pytest
 import zstandard
 from aiohttp import web
 
-from baselines.ray_data_batch import BatchConfig, main, run_batch
+from baselines.ray_data_batch import BatchConfig, run_batch
 from matrix.cases import nr
 from matrix.llm.client import RetryPolicy
 from matrix.runtime.config import RunConfig
@@ -280,26 +281,22 @@ def test_config_errors_name_the_field() -> None:
     assert BatchConfig(**base).to_dict()["in_flight_bound"] == 200
 
 
-def test_cli_runs_a_gzip_file_and_a_second_run_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_gzip_file_runs_and_a_second_run_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows, want = corpus()
     src = tmp_path / "docs.jsonl.gz"
     with gzip.open(src, "wt", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in rows[:10])
     run_dir = tmp_path / "run"
     with served(NRModel("small"), NRModel("large")) as (small, large):
-        argv = ["--input", str(src), "--small-url", small.url, "--large-url", large.url, "--out", str(run_dir)]
-        argv += ["--small-model", "s", "--large-model", "l", "--batch-size", "5", "--parallelism", "2"]
-        assert main(argv) == 0
+        cfg = BatchConfig(small_urls=[small.url], large_urls=[large.url], small_model="s", large_model="l",
+                          batch_size=5, data_parallelism=2, run_dir=run_dir)  # fmt: skip
+        assert run_batch(str(src), cfg)["tasks_finished"] == 10
         requests = len(small.bodies) + len(large.bodies)
-        assert main([*argv, "--no-progress"]) == 0  # everything is in the output already
+        m = run_batch(str(src), dataclasses.replace(cfg, progress=False))  # everything is written already
         assert len(small.bodies) + len(large.bodies) == requests
-    captured = capsys.readouterr()
-    assert "ray-data: 10/10 documents done, 0 failed" in captured.err
-    assert json.loads(captured.out.split("\n}\n")[0] + "}")["tasks_finished"] == 10
+    assert "ray-data: 10/10 documents done, 0 failed" in capsys.readouterr().err
     out = output(run_dir)
     assert len(out) == 10 and {r["task_id"]: nr.outcome_of(r) for r in out} == {
         r["id"]: want[r["id"]] for r in rows[:10]
     }
-    m = json.loads((run_dir / "metrics.json").read_text())
     assert m["tasks_resumed"] == 10 and m["tasks_finished"] == 0 and m["quality"]["decided"] == 10
-    assert main(["--input", str(tmp_path / "missing.jsonl"), "--small-url", "http://127.0.0.1:1", *argv[4:]]) == 2
