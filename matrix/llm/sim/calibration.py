@@ -184,6 +184,59 @@ _FP8_WORK = "320 ShareGPT-like prompts sent at once, max_num_seqs 1024"
 _CORAL_WORK = "closed loop; Coral-like turns: log-normal, mean 600 prompt / 230 output tokens"
 _CORAL_WHY = "whole-pipeline rate per GPU in the paper's run, not a serving measurement; ours is the ceiling"
 
+
+def _profile_of(gpu: str) -> str:
+    return f"{gpu.lower()}-llama31-8b"
+
+
+def _lambda_burst(gpu: str) -> Scenario:
+    """Lambda's 10-prompt burst on `gpu`, as their files give it (fitted on both GPUs)."""
+    return Scenario(
+        f"lambda-burst-{gpu.lower()}",
+        _profile_of(gpu),
+        _LAMBDA + " (Llama-3-8B)",
+        gpu,
+        "vLLM 0.5.x",
+        "10 (burst)",
+        _BURST_WORK,
+        True,
+        "",
+        _burst(gpu),
+    )
+
+
+def _lambda_fp8(gpu: str) -> Scenario:
+    """Lambda's fp8 saturation run on `gpu` (shown only: our profiles are bf16)."""
+    return Scenario(
+        f"lambda-fp8-{gpu.lower()}",
+        _profile_of(gpu),
+        _LAMBDA,
+        gpu,
+        "vLLM 0.5.4",
+        "saturated",
+        _FP8_WORK,
+        False,
+        "fp8 weights (half the weight traffic of our bf16 profile)",
+        _sharegpt_burst(320, 320, max_num_seqs=1024, max_model_len=2048),
+    )
+
+
+def _decode_floor(gpu: str) -> Scenario:
+    """One decode step at batch 1 from the weights and `gpu`'s bandwidth (a bound, not fitted)."""
+    return Scenario(
+        f"floor-{gpu.lower()}",
+        _profile_of(gpu),
+        "derived (weights / bandwidth)",
+        gpu,
+        "derived",
+        "1",
+        "one decode step, batch 1, empty context",
+        False,
+        "a lower bound: ours must not be below it",
+        _floor,
+    )
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     *(
         Scenario(
@@ -200,18 +253,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         )
         for c in (1, 4, 16, 64)
     ),
-    Scenario(
-        "lambda-burst-h100",
-        "h100-llama31-8b",
-        _LAMBDA + " (Llama-3-8B)",
-        "H100",
-        "vLLM 0.5.x",
-        "10 (burst)",
-        _BURST_WORK,
-        True,
-        "",
-        _burst("H100"),
-    ),
+    _lambda_burst("H100"),
     Scenario(
         "lambda-sat-h100",
         "h100-llama31-8b",
@@ -224,18 +266,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "",
         _sharegpt_burst(5000, 1500, max_num_seqs=256, max_model_len=2048),
     ),
-    Scenario(
-        "lambda-fp8-h100",
-        "h100-llama31-8b",
-        _LAMBDA,
-        "H100",
-        "vLLM 0.5.4",
-        "saturated",
-        _FP8_WORK,
-        False,
-        "fp8 weights (half the weight traffic of our bf16 profile)",
-        _sharegpt_burst(320, 320, max_num_seqs=1024, max_model_len=2048),
-    ),
+    _lambda_fp8("H100"),
     *(
         Scenario(
             f"nim-c{c}",
@@ -251,54 +282,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         )
         for c in (1, 5, 25, 50, 100, 150, 200, 250)
     ),
-    Scenario(
-        "floor-h100",
-        "h100-llama31-8b",
-        "derived (weights / bandwidth)",
-        "H100",
-        "derived",
-        "1",
-        "one decode step, batch 1, empty context",
-        False,
-        "a lower bound: ours must not be below it",
-        _floor,
-    ),
-    Scenario(
-        "lambda-burst-a100",
-        "a100-llama31-8b",
-        _LAMBDA + " (Llama-3-8B)",
-        "A100",
-        "vLLM 0.5.x",
-        "10 (burst)",
-        _BURST_WORK,
-        True,
-        "",
-        _burst("A100"),
-    ),
-    Scenario(
-        "lambda-fp8-a100",
-        "a100-llama31-8b",
-        _LAMBDA,
-        "A100",
-        "vLLM 0.5.4",
-        "saturated",
-        _FP8_WORK,
-        False,
-        "fp8 weights (half the weight traffic of our bf16 profile)",
-        _sharegpt_burst(320, 320, max_num_seqs=1024, max_model_len=2048),
-    ),
-    Scenario(
-        "floor-a100",
-        "a100-llama31-8b",
-        "derived (weights / bandwidth)",
-        "A100",
-        "derived",
-        "1",
-        "one decode step, batch 1, empty context",
-        False,
-        "a lower bound: ours must not be below it",
-        _floor,
-    ),
+    _decode_floor("H100"),
+    _lambda_burst("A100"),
+    _lambda_fp8("A100"),
+    _decode_floor("A100"),
     Scenario(
         "paper-coral-matrix",
         "a100-llama31-8b",
