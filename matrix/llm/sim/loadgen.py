@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from matrix.llm.sim.core import EngineCore
@@ -89,14 +89,21 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
 
 
-def _drain(core: EngineCore, records: dict[int, RequestRecord]) -> None:
-    """Step until every added request has finished; collect per-request times."""
+def _drain(
+    core: EngineCore, records: dict[int, RequestRecord], on_finish: Callable[[float], None] | None = None
+) -> None:
+    """Step until every added request has finished; collect per-request times.
+
+    `on_finish(t)` is called at each request's finish time `t` (a closed loop sends its next one).
+    """
     while core.has_work:
         res = core.step()
         for rid in res.first_tokens:
             records[rid].first_token = res.end  # type: ignore[index]
         for rid in res.finished:
             records[rid].finished = res.end  # type: ignore[index]
+            if on_finish is not None:
+                on_finish(res.end)
 
 
 def run_burst(profile: SimProfile, requests: Sequence[RequestSpec]) -> LoadResult:
@@ -143,6 +150,8 @@ def run_closed_loop(
 
     def send(at: float) -> None:
         nonlocal next_index
+        if next_index == len(requests):
+            return
         spec = requests[next_index]
         records[next_index] = RequestRecord(spec, sent=at)
         core.add(next_index, spec.prompt_tokens, spec.output_tokens, arrival=at)
@@ -150,14 +159,7 @@ def run_closed_loop(
 
     for c in range(concurrency):
         send(c * spread)
-    while core.has_work:
-        res = core.step()
-        for rid in res.first_tokens:
-            records[rid].first_token = res.end  # type: ignore[index]
-        for rid in res.finished:
-            records[rid].finished = res.end  # type: ignore[index]
-            if next_index < len(requests):
-                send(res.end)
+    _drain(core, records, on_finish=send)
 
     recs = tuple(records[i] for i in range(len(requests)))
     measured = recs[warm:]
