@@ -25,7 +25,7 @@ import json
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -317,29 +317,18 @@ class LLMClient:
         tried: set[str] = set()
         last: _Retryable | None = None
         self._count_request()
-        for attempt in range(self.retry.max_retries + 1):
-            endpoint = self.balancer.pick(sticky_key=sticky_key, exclude=tried)
-            try:
-                result = await self._post_once(endpoint, path, payload, completion=path in COMPLETION_PATHS)
-            except _Retryable as exc:
-                last = exc
-                await self._back_off(exc, endpoint, tried, attempt, role)
-                continue
-            except LLMRequestError as exc:
-                self._count_error(exc.reason)
-                self._count_failure(exc.reason, role)
-                raise
-            self.usage.record(role, result.get("usage"))
-            return result
-        assert last is not None
-        self._count_failure(last.reason, role)
-        raise LLMUnavailableError(
-            f"{path} failed after {self.retry.max_retries + 1} attempts (last: {last.reason}): {last}",
-            endpoint=endpoint.base_url,
-            status=last.status,
-            attempts=self.retry.max_retries + 1,
-            reason=last.reason,
-        )
+        with self._refusals_counted(role):
+            for attempt in range(self.retry.max_retries + 1):
+                endpoint = self.balancer.pick(sticky_key=sticky_key, exclude=tried)
+                try:
+                    result = await self._post_once(endpoint, path, payload, completion=path in COMPLETION_PATHS)
+                except _Retryable as exc:
+                    last = exc
+                    await self._back_off(exc, endpoint, tried, attempt, role)
+                    continue
+                self.usage.record(role, result.get("usage"))
+                return result
+        raise self._out_of_attempts(path, last, endpoint, role)
 
     async def chat_stream(
         self,
@@ -361,46 +350,33 @@ class LLMClient:
         tried: set[str] = set()
         last: _Retryable | None = None
         self._count_request()
-        for attempt in range(self.retry.max_retries + 1):
-            endpoint = self.balancer.pick(sticky_key=sticky_key, exclude=tried)
-            yielded = False
-            usage: dict[str, Any] | None = None
-            try:
-                async for chunk in self._stream_once(endpoint, "/chat/completions", payload):
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    yielded = True
-                    yield chunk
-            except _Retryable as exc:
-                if yielded:
-                    self._count_error(exc.reason)
-                    self._count_failure(exc.reason, role)
-                    raise LLMUnavailableError(
-                        f"stream broke after partial output ({exc.reason}): {exc}",
-                        endpoint=endpoint.base_url,
-                        status=exc.status,
-                        attempts=attempt + 1,
-                        reason=exc.reason,
-                    ) from exc
-                last = exc
-                await self._back_off(exc, endpoint, tried, attempt, role)
-                continue
-            except LLMRequestError as exc:
-                self._count_error(exc.reason)
-                self._count_failure(exc.reason, role)
-                raise
-            self.usage.record(role, usage)
-            return
-        assert last is not None
-        self._count_failure(last.reason, role)
-        raise LLMUnavailableError(
-            f"/chat/completions (stream) failed after {self.retry.max_retries + 1} attempts "
-            f"(last: {last.reason}): {last}",
-            endpoint=endpoint.base_url,
-            status=last.status,
-            attempts=self.retry.max_retries + 1,
-            reason=last.reason,
-        )
+        with self._refusals_counted(role):
+            for attempt in range(self.retry.max_retries + 1):
+                endpoint = self.balancer.pick(sticky_key=sticky_key, exclude=tried)
+                yielded = False
+                usage: dict[str, Any] | None = None
+                try:
+                    async for chunk in self._stream_once(endpoint, "/chat/completions", payload):
+                        if chunk.get("usage"):
+                            usage = chunk["usage"]
+                        yielded = True
+                        yield chunk
+                except _Retryable as exc:
+                    if yielded:
+                        self._count_fatal(exc.reason, role)
+                        raise LLMUnavailableError(
+                            f"stream broke after partial output ({exc.reason}): {exc}",
+                            endpoint=endpoint.base_url,
+                            status=exc.status,
+                            attempts=attempt + 1,
+                            reason=exc.reason,
+                        ) from exc
+                    last = exc
+                    await self._back_off(exc, endpoint, tried, attempt, role)
+                    continue
+                self.usage.record(role, usage)
+                return
+        raise self._out_of_attempts("/chat/completions (stream)", last, endpoint, role)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -416,6 +392,35 @@ class LLMClient:
         self._counts.failure(reason)
         _PROCESS.failure(reason)
         self.usage.record_failure(role)
+
+    def _count_fatal(self, reason: str, role: str) -> None:
+        """A failure no retry follows: one error and one failed request."""
+        self._count_error(reason)
+        self._count_failure(reason, role)
+
+    @contextlib.contextmanager
+    def _refusals_counted(self, role: str) -> Iterator[None]:
+        """A request the server refused (`LLMRequestError`, never retried) is counted, then raised as it came."""
+        try:
+            yield
+        except LLMRequestError as exc:
+            self._count_fatal(exc.reason, role)
+            raise
+
+    def _out_of_attempts(
+        self, what: str, last: _Retryable | None, endpoint: Endpoint, role: str
+    ) -> LLMUnavailableError:
+        """Every attempt failed with a retryable error (`last` the latest): count the failure, return what to raise."""
+        assert last is not None
+        self._count_failure(last.reason, role)
+        attempts = self.retry.max_retries + 1
+        return LLMUnavailableError(
+            f"{what} failed after {attempts} attempts (last: {last.reason}): {last}",
+            endpoint=endpoint.base_url,
+            status=last.status,
+            attempts=attempts,
+            reason=last.reason,
+        )
 
     async def _back_off(self, exc: _Retryable, endpoint: Endpoint, tried: set[str], attempt: int, role: str) -> None:
         """After a retryable failure: count it, prefer another replica next, wait with jitter."""
