@@ -56,7 +56,7 @@ from matrix.cases.coral import (
 from matrix.llm.client import LLMClient, RetryPolicy, message_text
 from matrix.message import DONE, ERROR, Hop, Message, Turn, Usage, new_message
 from matrix.metrics import Metrics, TimeSeries
-from matrix.runtime.report import AdmissionCounts, Progress, build_metrics, write_json
+from matrix.runtime.report import AdmissionCounts, Progress, build_metrics, write_run_files
 from matrix.sink import SinkWriter
 from matrix.sources import read_rows
 
@@ -306,7 +306,6 @@ async def run_controller_async(rows: list[dict[str, Any]], cfg: ControllerConfig
         sinks=[sink.stats],
         admissions=[stats.snapshot()],
         metrics=metrics,
-        time_scale=float(cfg.labels.get("time_scale", 1.0)),
         extra={
             "quality": quality(read_output(cfg.output_path)),
             "controller": {
@@ -324,10 +323,7 @@ async def run_controller_async(rows: list[dict[str, Any]], cfg: ControllerConfig
             },
         },
     )
-    write_json(cfg.run_dir / "metrics.json", out)
-    write_json(cfg.run_dir / "timeseries.json", series.rows)
-    (cfg.run_dir / "metrics.prom").write_text(metrics.to_prometheus())
-    return out
+    return write_run_files(cfg.run_dir, out, series.rows, metrics.to_prometheus())
 
 
 def _sample_once(

@@ -66,7 +66,7 @@ from matrix.cases import nr
 from matrix.llm.client import LLMClient, RetryPolicy, message_text
 from matrix.message import DONE, ERROR, Hop, Message, Turn, Usage
 from matrix.metrics import Metrics
-from matrix.runtime.report import AdmissionCounts, build_metrics, exact_summary, write_json
+from matrix.runtime.report import AdmissionCounts, build_metrics, exact_summary, write_json, write_run_files
 from matrix.sink import SinkWriter
 from matrix.sources import read_rows
 
@@ -702,7 +702,6 @@ def run_batch(source: str | Path | Iterable[dict[str, Any]], cfg: BatchConfig) -
         sinks=[sink.stats],
         admissions=[stats.snapshot()],
         metrics=metrics,
-        time_scale=float(cfg.labels.get("time_scale", 1.0)),
         extra={
             "quality": nr.quality(read_output(cfg.output_path)),
             "documents": len(records),
@@ -716,10 +715,7 @@ def run_batch(source: str | Path | Iterable[dict[str, Any]], cfg: BatchConfig) -
             },
         },
     )
-    write_json(cfg.run_dir / "metrics.json", out)
-    write_json(cfg.run_dir / "timeseries.json", timeseries(new_rows, t0_wall, end_wall))
-    (cfg.run_dir / "metrics.prom").write_text(metrics.to_prometheus())
-    return out
+    return write_run_files(cfg.run_dir, out, timeseries(new_rows, t0_wall, end_wall), metrics.to_prometheus())
 
 
 def _describe(source: Any) -> str:

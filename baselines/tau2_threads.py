@@ -38,7 +38,7 @@ from typing import Any
 from matrix.cases import tau2 as case
 from matrix.message import DONE, ERROR, Message, Turn, Usage
 from matrix.metrics import Metrics
-from matrix.runtime.report import AdmissionCounts, build_metrics, write_json
+from matrix.runtime.report import AdmissionCounts, build_metrics, write_json, write_run_files
 from matrix.sink import SinkWriter
 
 SYSTEM = "tau2-threads"
@@ -238,7 +238,6 @@ def run_threads(cfg: ThreadsConfig) -> dict[str, Any]:
         sinks=[sink.stats],
         admissions=[stats.snapshot()],
         metrics=metrics,
-        time_scale=float(cfg.labels.get("time_scale", 1.0)),
         extra={
             "quality": case.quality(rows),
             "threads": cfg.max_concurrency,
@@ -251,6 +250,4 @@ def run_threads(cfg: ThreadsConfig) -> dict[str, Any]:
             "rewrite_results": cfg.rewrite_results,
         },
     )
-    write_json(cfg.run_dir / "timeseries.json", timeseries(rows, started, started + wall))
-    write_json(cfg.run_dir / "metrics.json", out)
-    return out
+    return write_run_files(cfg.run_dir, out, timeseries(rows, started, started + wall))

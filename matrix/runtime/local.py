@@ -16,7 +16,7 @@ from matrix.llm.client import process_stats
 from matrix.message import ERROR, Hop, Message
 from matrix.metrics import Metrics, TimeSeries
 from matrix.runtime.config import RunConfig
-from matrix.runtime.report import Progress, build_metrics, write_json
+from matrix.runtime.report import Progress, build_metrics, write_run_files
 from matrix.sink import SinkWriter
 from matrix.sources import read_rows
 from matrix.workflow import get_workflow
@@ -130,14 +130,10 @@ async def run_local_async(cfg: RunConfig) -> dict[str, Any]:
         sinks=sinks,
         admissions=[a.snapshot() for _, a in results],
         metrics=metrics,
-        time_scale=float(cfg.labels.get("time_scale", 1.0)),
         # Every LLM client of this process, so a second run at the same time in it would count here too.
         extra={"llm_calls": process_stats().since(calls_before).to_dict()},
     )
-    write_json(cfg.run_dir / "metrics.json", out)
-    write_json(cfg.run_dir / "timeseries.json", series.rows)
-    (cfg.run_dir / "metrics.prom").write_text(metrics.to_prometheus())
-    return out
+    return write_run_files(cfg.run_dir, out, series.rows, metrics.to_prometheus())
 
 
 async def _sample(series: TimeSeries, metrics: Metrics, t0: float) -> None:

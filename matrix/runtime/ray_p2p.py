@@ -45,7 +45,7 @@ from matrix.runtime.admission_actor import AdmissionActor
 from matrix.runtime.agent_actor import AgentActor
 from matrix.runtime.config import RunConfig
 from matrix.runtime.directory import Directory
-from matrix.runtime.report import Progress, PrometheusExporter, build_metrics, gauges_text, write_json
+from matrix.runtime.report import Progress, PrometheusExporter, build_metrics, gauges_text, write_run_files
 from matrix.runtime.sink_actor import SinkActor
 
 __all__ = [
@@ -241,7 +241,6 @@ class RayRun:
             sinks=sinks,
             admissions=results,
             metrics=merged,
-            time_scale=float(cfg.labels.get("time_scale", 1.0)),
             extra={
                 "offload_threshold": cfg.offload_threshold,
                 "payload": payload,
@@ -261,10 +260,7 @@ class RayRun:
                 },
             },
         )
-        write_json(cfg.run_dir / "metrics.json", out)
-        write_json(cfg.run_dir / "timeseries.json", series.rows)
-        (cfg.run_dir / "metrics.prom").write_text(merged.to_prometheus())
-        return out
+        return write_run_files(cfg.run_dir, out, series.rows, merged.to_prometheus())
 
     def shutdown(self) -> None:
         handles = [h for _, h in self.all_agents()]

@@ -86,10 +86,13 @@ def build_metrics(
     sinks: list[SinkStats],
     admissions: list[dict[str, Any]],
     metrics: Metrics,
-    time_scale: float = 1.0,
+    time_scale: float | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The results contract of DESIGN.md; times are multiplied by `time_scale` for simulated runs."""
+    """The results contract of DESIGN.md; times are multiplied by `time_scale` for simulated runs
+    (by default the run's own `time_scale` label, 1 when it has none)."""
+    if time_scale is None:
+        time_scale = float(labels.get("time_scale", 1.0))
     finished = sum(s.finished for s in sinks)
     failed = sum(s.failed for s in sinks)
     completion = sum(s.completion_tokens for s in sinks)
@@ -185,6 +188,19 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(_clean(data), indent=2, default=str) + "\n")
     tmp.replace(path)
+
+
+def write_run_files(
+    run_dir: Path, doc: dict[str, Any], series: list[dict[str, Any]], prometheus: str | None = None
+) -> dict[str, Any]:
+    """What every run leaves beside its output: `doc` as metrics.json, the per-second `series` as
+    timeseries.json and, for a run that kept Prometheus counters, their text as metrics.prom.
+    Returns `doc`."""
+    write_json(run_dir / "metrics.json", doc)
+    write_json(run_dir / "timeseries.json", series)
+    if prometheus is not None:
+        (run_dir / "metrics.prom").write_text(prometheus)
+    return doc
 
 
 class Progress:
