@@ -9,16 +9,20 @@ pools, its inputs, the P2P runtime's `RunConfig`, and quality from output rows. 
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.common import backend_labels
+from matrix.agent import RoleSpec
 from matrix.llm.backends.base import Pool, PoolSpec
 from matrix.runtime.config import RunConfig
+
+WarmUpChat = tuple[Pool, list[dict[str, Any]], dict[str, Any]]
 
 
 class ConfigError(ValueError):
@@ -56,10 +60,38 @@ def pool_specs_from(models: Any, behaviour_config: dict[str, dict[str, Any]] | N
     return out
 
 
+def warm_up_chats(chats: Sequence[WarmUpChat], *, max_concurrency: int | None = None) -> None:
+    """Send each (pool, messages, request fields) chat once, all at once, one client per pool, and
+    wait for the replies; a failed request is ignored (warming up only wakes the engines)."""
+    from matrix.llm.client import LLMClient
+    from matrix.llm.errors import LLMError
+
+    if not chats:
+        return
+    options: dict[str, Any] = {} if max_concurrency is None else {"max_concurrency": max_concurrency}
+
+    async def send_all() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            clients: dict[int, LLMClient] = {}
+            for pool, _, _ in chats:
+                if id(pool) not in clients:
+                    client = LLMClient(pool.urls, model=pool.model, **options)
+                    clients[id(pool)] = await stack.enter_async_context(client)
+
+            async def one(pool: Pool, messages: list[dict[str, Any]], body: dict[str, Any]) -> None:
+                with contextlib.suppress(LLMError):
+                    await clients[id(pool)].chat(messages, role="warm-up", **body)
+
+            await asyncio.gather(*(one(*chat) for chat in chats))
+
+    asyncio.run(send_all())
+
+
 class Case(abc.ABC):
     """One case study as the harness runs it."""
 
     name: ClassVar[str]
+    workflow: ClassVar[str]  # the runtime workflow's registered name
     workflow_module: ClassVar[str]
 
     def __init__(self, cfg: Any) -> None:
@@ -81,16 +113,42 @@ class Case(abc.ABC):
         """How many rows a system reads from `inputs` when it is a path (None: all)."""
         return None
 
+    @property
+    def trials(self) -> int:
+        """How many times each input row runs (tau2's trials); once unless a case says otherwise."""
+        return 1
+
     def warm_up(self, pools: dict[str, Pool], inputs: Any, settings: Any) -> None:
         """A few untimed requests after the pools start, so that no system pays for a cold engine."""
 
     # ------------------------------------------------------------------ the P2P runtime
     @abc.abstractmethod
+    def p2p_roles(self, pools: dict[str, Pool], settings: Any, instances: int) -> list[RoleSpec]:
+        """The runtime's roles for this case on these pools, `instances` actors each."""
+
+    def p2p_source(self, settings: Any, inputs: Any) -> Any:
+        """The rows as the runtime reads them (the inputs themselves unless a case reshapes them)."""
+        return inputs
+
     def p2p_config(
         self, pools: dict[str, Pool], settings: Any, inputs: Any, run_dir: Path, *, concurrency: int,
-        partitions: int, instances: int, progress: bool, labels: dict[str, Any],
+        partitions: int, instances: int, progress: bool, labels: dict[str, Any], **options: Any,
     ) -> RunConfig:  # fmt: skip
-        """The runtime's RunConfig for this case on these pools."""
+        """The runtime's RunConfig for this case on these pools; `options` are further RunConfig fields."""
+        return RunConfig(
+            workflow=self.workflow,
+            roles=self.p2p_roles(pools, settings, instances),
+            source=self.p2p_source(settings, inputs),
+            run_dir=run_dir,
+            max_concurrent_tasks=concurrency,
+            num_partitions=partitions,
+            num_trials=self.trials,
+            limit=self.limit(inputs),
+            progress=progress,
+            workflow_modules=[self.workflow_module],
+            labels=labels,
+            **options,
+        )
 
     @contextlib.contextmanager
     def p2p_services(self, settings: Any) -> Iterator[Callable[[], dict[str, Any]]]:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from pathlib import Path
 from typing import Any
 
-from experiments.cases.base import Case, pool_specs_from
+from experiments.cases.base import Case, pool_specs_from, warm_up_chats
+from matrix.agent import RoleSpec
 from matrix.cases import coral
 from matrix.llm.backends.base import Pool, PoolSpec
-from matrix.runtime.config import RunConfig
 
 # The tiny CPU model's context is 2,048 tokens, so turns are shorter and fewer than the paper's
 # (1,024 tokens, 20 turns). Everything else is the paper's protocol.
@@ -29,6 +28,7 @@ def _local_file(source: Any) -> str | None:
 
 class CoralCase(Case):
     name = "coral"
+    workflow = coral.WORKFLOW
     workflow_module = "matrix.cases.coral"
 
     def pool_specs(self) -> list[PoolSpec]:
@@ -51,9 +51,6 @@ class CoralCase(Case):
         return coral.load_questions(None if source in (None, "generated") else str(source), limit=int(self.cfg.limit))
 
     def warm_up(self, pools: dict[str, Pool], inputs: Any, settings: Any) -> None:
-        from matrix.llm.client import LLMClient
-        from matrix.llm.errors import LLMError
-
         pool = pools["dialogue"]
         n = max(1, min(int(self.cfg.get("warm_up", 16)), len(inputs)))
         questions = []
@@ -62,37 +59,14 @@ class CoralCase(Case):
                 questions.append(coral.question_of(r))
             if len(questions) >= n:
                 break
+        body = settings.dialogue.body()
+        chats = [(pool, coral.dialogue_messages(q, []), body) for _ in pool.urls for q in questions]
+        warm_up_chats(chats, max_concurrency=n)
 
-        async def go() -> None:
-            async with LLMClient(pool.urls, model=pool.model, max_concurrency=n) as llm:
-
-                async def one(q: coral.Question) -> None:
-                    with contextlib.suppress(LLMError):
-                        await llm.chat(coral.dialogue_messages(q, []), role="warm-up", **settings.dialogue.body())
-
-                await asyncio.gather(*(one(q) for _ in pool.urls for q in questions))
-
-        if questions:
-            asyncio.run(go())
-
-    def p2p_config(
-        self, pools: dict[str, Pool], settings: Any, inputs: Any, run_dir: Path, *, concurrency: int,
-        partitions: int, instances: int, progress: bool, labels: dict[str, Any], **options: Any,
-    ) -> RunConfig:  # fmt: skip
+    def p2p_roles(self, pools: dict[str, Pool], settings: Any, instances: int) -> list[RoleSpec]:
         pool = pools["dialogue"]
         deployment = coral.CoralDeployment(urls=pool.urls, model=pool.model, settings=settings, instances=instances)
-        return RunConfig(
-            workflow=coral.WORKFLOW,
-            roles=deployment.roles(),
-            source=inputs,
-            run_dir=run_dir,
-            max_concurrent_tasks=concurrency,
-            num_partitions=partitions,
-            progress=progress,
-            workflow_modules=[self.workflow_module],
-            labels=labels,
-            **options,
-        )
+        return deployment.roles()
 
     def quality(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         return dict(coral.quality(rows))

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from pathlib import Path
 from typing import Any
 
-from experiments.cases.base import Case
+from experiments.cases.base import Case, warm_up_chats
 from experiments.common import backend_labels
+from matrix.agent import RoleSpec
 from matrix.cases import nr
 from matrix.llm.backends.base import Pool
-from matrix.runtime.config import RunConfig
 
 # The tiny CPU model has a 2,048-token context: documents are cut shorter and replies kept short.
 SMALL_MODEL_SETTINGS = nr.NRSettings(
@@ -34,6 +31,7 @@ def load_documents(source: str | None, *, limit: int, seed: int = 0) -> str | li
 
 class NRCase(Case):
     name = "natural_reasoning"
+    workflow = nr.WORKFLOW
     workflow_module = "matrix.cases.nr"
 
     def settings(self, pools: dict[str, Pool]) -> nr.NRSettings:
@@ -47,50 +45,20 @@ class NRCase(Case):
         return None if isinstance(inputs, list) else int(self.cfg.limit)
 
     def warm_up(self, pools: dict[str, Pool], inputs: Any, settings: Any) -> None:
-        from matrix.llm.client import LLMClient
-        from matrix.llm.errors import LLMError
-
         if not isinstance(inputs, list):
             return
         texts = [str(d.get("text")) for d in inputs[:8] if isinstance(d.get("text"), str)]
         small, large = pools["small"], pools["large"]
+        short_filter = {**settings.filter.body(), "max_tokens": 8}
+        short_score = {**settings.score.body(), "max_tokens": 8}
+        chats = [(small, nr.classifier_messages(t, settings), short_filter) for t in texts]
+        chats += [(large, nr.score_messages(t, settings), short_score) for t in texts]
+        warm_up_chats(chats)
 
-        async def go() -> None:
-            async with (
-                LLMClient(small.urls, model=small.model) as s,
-                LLMClient(large.urls, model=large.model) as lg,
-            ):
-
-                async def one(client: LLMClient, messages: list[dict[str, str]], body: dict[str, Any]) -> None:
-                    with contextlib.suppress(LLMError):
-                        await client.chat(messages, role="warm-up", **{**body, "max_tokens": 8})
-
-                jobs = [one(s, nr.classifier_messages(t, settings), settings.filter.body()) for t in texts]
-                jobs += [one(lg, nr.score_messages(t, settings), settings.score.body()) for t in texts]
-                await asyncio.gather(*jobs)
-
-        if texts:
-            asyncio.run(go())
-
-    def p2p_config(
-        self, pools: dict[str, Pool], settings: Any, inputs: Any, run_dir: Path, *, concurrency: int,
-        partitions: int, instances: int, progress: bool, labels: dict[str, Any], **options: Any,
-    ) -> RunConfig:  # fmt: skip
+    def p2p_roles(self, pools: dict[str, Pool], settings: Any, instances: int) -> list[RoleSpec]:
         small, large = pools["small"], pools["large"]
         dep = nr.NRDeployment(small.urls, large.urls, small.model, large.model, settings, instances=instances)
-        return RunConfig(
-            workflow=nr.WORKFLOW,
-            roles=dep.roles(),
-            source=inputs,
-            run_dir=run_dir,
-            max_concurrent_tasks=concurrency,
-            num_partitions=partitions,
-            limit=self.limit(inputs),
-            progress=progress,
-            workflow_modules=[self.workflow_module],
-            labels=labels,
-            **options,
-        )
+        return dep.roles()
 
     def p2p_tag(self, concurrency: int, partitions: int, instances: int) -> str:
         return f"p{partitions}-t{concurrency // partitions}-a{instances}"

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from experiments.cases.base import Case
+from matrix.agent import RoleSpec
 from matrix.cases import tau2
 from matrix.llm.backends.base import Pool
-from matrix.runtime.config import RunConfig
 
 # The tiny CPU model: the mock domain's short tasks, short turns and few steps.
 SMALL_MODEL_SETTINGS = tau2.Tau2Settings(domain="mock", max_steps=10, max_tokens=96)
@@ -20,6 +19,7 @@ POOL_ACTOR = "tau2_tools"  # the named actor that leases the tool servers to the
 
 class Tau2Case(Case):
     name = "tau2"
+    workflow = tau2.WORKFLOW
     workflow_module = "matrix.cases.tau2"
 
     def settings(self, pools: dict[str, Pool]) -> tau2.Tau2Settings:
@@ -61,25 +61,13 @@ class Tau2Case(Case):
         finally:
             stop_pool_actor(actor)
 
-    def p2p_config(
-        self, pools: dict[str, Pool], settings: Any, inputs: Any, run_dir: Path, *, concurrency: int,
-        partitions: int, instances: int, progress: bool, labels: dict[str, Any], **options: Any,
-    ) -> RunConfig:  # fmt: skip
+    def p2p_roles(self, pools: dict[str, Pool], settings: Any, instances: int) -> list[RoleSpec]:
         pool = pools["agent"]
         dep = tau2.Tau2Deployment(pool.urls, pool.model, settings, pool=POOL_ACTOR, instances=instances)
-        return RunConfig(
-            workflow=tau2.WORKFLOW,
-            roles=dep.roles(),
-            source=tau2.task_rows(settings.domain, inputs),
-            run_dir=run_dir,
-            max_concurrent_tasks=concurrency,
-            num_partitions=partitions,
-            num_trials=self.trials,
-            progress=progress,
-            workflow_modules=[self.workflow_module],
-            labels=labels,
-            **options,
-        )
+        return dep.roles()
+
+    def p2p_source(self, settings: Any, inputs: Any) -> Any:
+        return tau2.task_rows(settings.domain, inputs)
 
     def quality(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         return dict(tau2.quality(rows))
