@@ -30,6 +30,13 @@ class Sampling:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
 
 
+def llm_role_config(urls: Sequence[str], model: str | None, settings: Any, max_concurrency: int) -> dict[str, Any]:
+    """The config of a role that calls a model: the pool's endpoints and model name, the case's settings
+    as plain data (`settings.to_dict()`: role configs travel to the actors) and the requests its client
+    keeps in flight per replica."""
+    return {"urls": list(urls), "model": model, "settings": settings.to_dict(), "max_concurrency": max_concurrency}
+
+
 def _digest(parts: Sequence[object]) -> bytes:
     return hashlib.sha256("\x00".join(str(p) for p in parts).encode()).digest()
 
@@ -103,6 +110,7 @@ __all__ = [
     "Sampling",
     "derived_seed",
     "folded",
+    "llm_role_config",
     "mean_ci",
     "proportion",
     "stable_hash",

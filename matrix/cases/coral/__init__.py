@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from matrix.agent import Agent, RoleSpec
-from matrix.cases.common import Sampling, derived_seed, mean_ci, proportion, two_proportion_p, wilson
+from matrix.cases.common import Sampling, derived_seed, llm_role_config, mean_ci, proportion, two_proportion_p, wilson
 from matrix.llm.agent import LLMAgent
 from matrix.llm.client import message_text
 from matrix.message import ERROR, Message, Turn, Usage
@@ -476,12 +476,7 @@ class CoralDeployment:
     max_concurrency: int = 256
 
     def roles(self) -> list[RoleSpec]:
-        llm = {
-            "urls": list(self.urls),
-            "model": self.model,
-            "settings": self.settings.to_dict(),
-            "max_concurrency": self.max_concurrency,
-        }
+        llm = llm_role_config(self.urls, self.model, self.settings, self.max_concurrency)
         return [
             RoleSpec("teacher", CoralDialogue, llm, num_instances=self.instances),
             RoleSpec("student", CoralDialogue, llm, num_instances=self.instances),

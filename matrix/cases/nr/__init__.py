@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from matrix.agent import RoleSpec
-from matrix.cases.common import Sampling, derived_seed
+from matrix.cases.common import Sampling, derived_seed, llm_role_config
 from matrix.llm.agent import LLMAgent
 from matrix.llm.client import message_text
 from matrix.message import Message, Turn, Usage
@@ -579,15 +579,8 @@ class NRDeployment:
     max_concurrency: int = 1024
 
     def roles(self) -> list[RoleSpec]:
-        def cfg(urls: Sequence[str], model: str | None) -> dict[str, Any]:
-            return {
-                "urls": list(urls),
-                "model": model,
-                "settings": self.settings.to_dict(),
-                "max_concurrency": self.max_concurrency,
-            }
-
-        small, large = cfg(self.small_urls, self.small_model), cfg(self.large_urls, self.large_model)
+        small = llm_role_config(self.small_urls, self.small_model, self.settings, self.max_concurrency)
+        large = llm_role_config(self.large_urls, self.large_model, self.settings, self.max_concurrency)
         n = self.instances
         return [
             RoleSpec("filter", FilterAgent, small, num_instances=n, max_concurrency=100_000),

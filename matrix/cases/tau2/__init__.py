@@ -42,7 +42,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from matrix.agent import Agent, RoleSpec
-from matrix.cases.common import Sampling, mean_ci
+from matrix.cases.common import Sampling, llm_role_config, mean_ci
 from matrix.llm.agent import LLMAgent
 from matrix.message import Message, Turn, Usage
 from matrix.workflow import Edge, Graph, register_workflow
@@ -650,12 +650,7 @@ class Tau2Deployment:
     max_concurrency: int = 1024
 
     def roles(self) -> list[RoleSpec]:
-        llm = {
-            "urls": list(self.urls),
-            "model": self.model,
-            "settings": self.settings.to_dict(),
-            "max_concurrency": self.max_concurrency,
-        }
+        llm = llm_role_config(self.urls, self.model, self.settings, self.max_concurrency)
         plain = {"settings": self.settings.to_dict(), "pool": self.pool}
         n = self.instances
         return [
