@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from matrix.bench.dummy import coral_shaped_graph
 from matrix.message import DONE, ERROR, Turn, new_message
 from matrix.workflow import (
     Conditional,
@@ -61,36 +62,8 @@ def test_conditional_routes_by_function() -> None:
         bad.advance(msg)
 
 
-def coral_like(max_turns: int) -> Graph:
-    def agreed(m):  # type: ignore[no-untyped-def]
-        return bool(m.route.get("agreed"))
-
-    def out_of_turns(m):  # type: ignore[no-untyped-def]
-        return len([t for t in m.turns if t.role in ("teacher", "student")]) >= max_turns
-
-    def next_is_student(m):  # type: ignore[no-untyped-def]
-        speakers = [t.role for t in m.turns if t.role in ("teacher", "student")]
-        return speakers[-1] == "teacher"
-
-    return Graph(
-        f"coral-like-{max_turns}",
-        start="teacher",
-        edges={
-            "teacher": [Edge("extractor")],
-            "student": [Edge("extractor")],
-            "extractor": [Edge("matcher")],
-            "matcher": [
-                Edge(None, agreed),
-                Edge(None, out_of_turns),
-                Edge("student", next_is_student),
-                Edge("teacher"),
-            ],
-        },
-    )
-
-
 def test_graph_coral_shape_alternates_and_stops_at_turn_limit() -> None:
-    wf = coral_like(4)
+    wf = coral_shaped_graph("coral-like-4", 4)
     msg = new_message("1", wf.name, {})
 
     def act(m, role):  # type: ignore[no-untyped-def]
@@ -102,7 +75,7 @@ def test_graph_coral_shape_alternates_and_stops_at_turn_limit() -> None:
 
 
 def test_graph_stops_on_agreement() -> None:
-    wf = coral_like(20)
+    wf = coral_shaped_graph("coral-like-20", 20)
     msg = new_message("1", wf.name, {})
 
     def act(m, role):  # type: ignore[no-untyped-def]

@@ -31,13 +31,12 @@ import ray
 
 from experiments.bench.inflight import RunStalled, run_ray_watched
 from matrix.agent import Agent, RoleSpec
-from matrix.bench.dummy import CORAL_DUMMY, DummyDialogue, DummyMatcher, dialogue_turns
+from matrix.bench.dummy import CORAL_DUMMY, MAX_DIALOGUE_TURNS, DummyDialogue, DummyMatcher, dialogue_turns
 from matrix.message import Message, Turn, Usage
 from matrix.runtime.config import RunConfig
 from matrix.runtime.ray_p2p import ensure_ray
 
 WORKFLOW = CORAL_DUMMY.name
-MAX_DIALOGUE_TURNS = 20  # the coral-dummy graph's cap
 
 
 class LongExtractor(Agent):

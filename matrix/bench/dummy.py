@@ -82,18 +82,20 @@ def _agreed(m: Message) -> bool:
     return bool(m.route.get("agreed"))
 
 
-def _out_of_turns(m: Message) -> bool:
-    return dialogue_turns(m) >= 20
-
-
 def _student_next(m: Message) -> bool:
     last = [t.role for t in m.turns if t.role in ("teacher", "student")]
     return bool(last) and last[-1] == "teacher"
 
 
-CORAL_DUMMY = register_workflow(
-    Graph(
-        "coral-dummy",
+def coral_shaped_graph(name: str, max_turns: int) -> Graph:
+    """Coral's routing: teacher and student take turns, each turn followed by extractor and matcher,
+    until the matcher records agreement or `max_turns` dialogue turns have been taken."""
+
+    def out_of_turns(m: Message) -> bool:
+        return dialogue_turns(m) >= max_turns
+
+    return Graph(
+        name,
         start="teacher",
         edges={
             "teacher": [Edge("extractor")],
@@ -101,13 +103,16 @@ CORAL_DUMMY = register_workflow(
             "extractor": [Edge("matcher")],
             "matcher": [
                 Edge(None, _agreed),
-                Edge(None, _out_of_turns),
+                Edge(None, out_of_turns),
                 Edge("student", _student_next),
                 Edge("teacher"),
             ],
         },
     )
-)
+
+
+MAX_DIALOGUE_TURNS = 20
+CORAL_DUMMY = register_workflow(coral_shaped_graph("coral-dummy", MAX_DIALOGUE_TURNS))
 
 
 class Echo(Agent):
