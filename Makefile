@@ -96,49 +96,40 @@ CORAL_INPUT := $(if $(MMLU),$(MMLU),generated)
 NR_DOCS ?= 8000
 NR_T8_DOCS ?= 2000
 
-reproduce-coral: reproduce-coral-small reproduce-coral-twin
+# Each case: (a) both systems for real on the embedded CPU model, then (b) a SIMULATED twin.
+reproduce-coral reproduce-nr reproduce-tau2: reproduce-%: reproduce-%-small reproduce-%-twin
 
+# Coral (paper Table 1).
 # (a) real: both systems on the real small model on this CPU, 32 conversations each.
-reproduce-coral-small: setup
-	$(RUN) -m experiment=table1_small
-	$(PY) scripts/make_tables.py
-
+reproduce-coral-small: PRESET = table1_small
 # (b) SIMULATED twin of Table 1: 2 A100 sim replicas, 300 conversations of ~2,000 tokens, both systems
 # swept over 50/100/200 concurrent conversations (about 20 minutes: the sim runs in real time).
-reproduce-coral-twin: setup
-	$(RUN) -m experiment=table1_twin case.input=$(CORAL_INPUT)
-	$(PY) scripts/make_tables.py
+reproduce-coral-twin: PRESET = table1_twin case.input=$(CORAL_INPUT)
 
 # NaturalReasoning (paper Tables 7, 8, 9): P2P vs the Ray Data batch pipeline.
-reproduce-nr: reproduce-nr-small reproduce-nr-twin
-
 # (a) real: both systems on the embedded vLLM-CPU model (it plays the small and the large model).
-reproduce-nr-small: setup
-	$(RUN) -m experiment=nr_small
+reproduce-nr-small: PRESET = nr_small
+
+# Tau2-bench (paper Table 10): P2P vs tau2's own threaded runner, telecom, same replicas and tasks.
+# (a) real: both systems on the embedded vLLM-CPU model, 4 mock tasks (a plumbing check: the tiny
+# model rarely calls a tool or ends the conversation).
+reproduce-tau2-small: PRESET = tau2_small
+# (b) SIMULATED twin: 4 x h100-gpt-oss-120b sim replicas (prefix caching on), 114 telecom tasks x 2
+# trials; both systems at 33 and 100 concurrent conversations; about 40 minutes. See REPRODUCE.md.
+reproduce-tau2-twin: PRESET = tau2_twin
+
+# The targets above run their one preset (with its overrides), then every table.
+reproduce-coral-small reproduce-coral-twin reproduce-nr-small reproduce-tau2-small reproduce-tau2-twin: setup
+	$(RUN) -m experiment=$(PRESET)
 	$(PY) scripts/make_tables.py
 
-# (b) SIMULATED twin: 1 x h100-llama32-3b + 2 x h100x4-llama33-70b sim replicas, generated web-like
-# documents; P2P at Table 8's six settings (scaled, see experiments/nr.py), Ray Data swept over
-# (workers, batch size); Tables 7-9 from each system's best run.
+# NaturalReasoning (b) SIMULATED twin: 1 x h100-llama32-3b + 2 x h100x4-llama33-70b sim replicas,
+# generated web-like documents; P2P at Table 8's six settings (scaled, see experiments/nr.py), Ray
+# Data swept over (workers, batch size); Tables 7-9 from each system's best run. Three presets.
 reproduce-nr-twin: setup
 	$(RUN) -m experiment=nr_twin case.limit=$(NR_DOCS)
 	$(RUN) -m experiment=nr_twin_low case.limit=$(NR_T8_DOCS)
 	$(RUN) -m experiment=nr_twin_ray_data case.limit=$(NR_DOCS)
-	$(PY) scripts/make_tables.py
-
-# Tau2-bench (paper Table 10): P2P vs tau2's own threaded runner, telecom, same replicas and tasks.
-reproduce-tau2: reproduce-tau2-small reproduce-tau2-twin
-
-# (a) real: both systems on the embedded vLLM-CPU model, 4 mock tasks (a plumbing check: the tiny
-# model rarely calls a tool or ends the conversation).
-reproduce-tau2-small: setup
-	$(RUN) -m experiment=tau2_small
-	$(PY) scripts/make_tables.py
-
-# (b) SIMULATED twin: 4 x h100-gpt-oss-120b sim replicas (prefix caching on), 114 telecom tasks x 2
-# trials; both systems at 33 and 100 concurrent conversations; about 40 minutes. See REPRODUCE.md.
-reproduce-tau2-twin: setup
-	$(RUN) -m experiment=tau2_twin
 	$(PY) scripts/make_tables.py
 
 # What tau2's per-simulation results-file rewrite costs as a run grows (needs a baseline run's file).
