@@ -343,11 +343,30 @@ def _slug(text: str) -> str:
 # Each fills ``page`` and returns (URL path, the page's topic); the caller puts the topic and town into {T} and {C}.
 
 
-def _news(rng: random.Random, page: _Page, town: str) -> tuple[str, str]:
-    topic = rng.choice(_NEWS_TOPICS)
-    title = rng.choice(_NEWS_TITLES).replace("{City}", town).replace("{T}", topic)
-    title = title[0].upper() + title[1:]
+def _heading(
+    rng: random.Random,
+    page: _Page,
+    topics: Sequence[str],
+    titles: Sequence[str],
+    *,
+    town: str | None = None,
+    capital: bool = False,
+) -> tuple[str, str]:
+    """Draw a topic, then a title template; fill its {City} (with ``town``, where given) and {T}, capitalise
+    it if asked and make it the page's first line. Returns (topic, title)."""
+    topic = rng.choice(topics)
+    title = rng.choice(titles)
+    if town is not None:
+        title = title.replace("{City}", town)
+    title = title.replace("{T}", topic)
+    if capital:
+        title = title[0].upper() + title[1:]
     page.add(title)
+    return topic, title
+
+
+def _news(rng: random.Random, page: _Page, town: str) -> tuple[str, str]:
+    topic, title = _heading(rng, page, _NEWS_TOPICS, _NEWS_TITLES, town=town, capital=True)
     day = _date(rng)
     page.add(f"By {_name(rng)} | {_long_date(day)} | {rng.randint(2, 9)} min read")
     deck = _Deck(rng, _pool("news"))
@@ -357,10 +376,7 @@ def _news(rng: random.Random, page: _Page, town: str) -> tuple[str, str]:
 
 
 def _forum(rng: random.Random, page: _Page, town: str) -> tuple[str, str]:
-    topic = rng.choice(_FORUM_TOPICS)
-    title = rng.choice(_FORUM_TITLES).replace("{T}", topic)
-    title = title[0].upper() + title[1:]
-    page.add(title)
+    topic, title = _heading(rng, page, _FORUM_TOPICS, _FORUM_TITLES, capital=True)
     deck = _Deck(rng, _pool("forum"))
     day = _date(rng)
     post = 1
@@ -375,9 +391,7 @@ def _forum(rng: random.Random, page: _Page, town: str) -> tuple[str, str]:
 
 
 def _recipe(rng: random.Random, page: _Page, town: str) -> tuple[str, str]:
-    topic = rng.choice(_RECIPE_TOPICS)
-    title = rng.choice(_RECIPE_TITLES).replace("{T}", topic)
-    page.add(title)
+    topic, title = _heading(rng, page, _RECIPE_TOPICS, _RECIPE_TITLES)
     deck = _Deck(rng, _pool("recipe"))
     for _ in range(rng.randint(1, 3)):
         page.paragraph(deck, 2, 5)
@@ -395,9 +409,7 @@ def _recipe(rng: random.Random, page: _Page, town: str) -> tuple[str, str]:
 
 
 def _howto(rng: random.Random, page: _Page, town: str) -> tuple[str, str]:
-    topic = rng.choice(_HOWTO_TOPICS)
-    title = rng.choice(_HOWTO_TITLES).replace("{T}", topic)
-    page.add(title)
+    topic, title = _heading(rng, page, _HOWTO_TOPICS, _HOWTO_TITLES)
     deck = _Deck(rng, _pool("howto"))
     page.paragraph(deck, 2, 4)
     if not page.full:
@@ -441,9 +453,7 @@ def _encyclopedic(rng: random.Random, page: _Page, town: str) -> tuple[str, str]
 
 
 def _review(rng: random.Random, page: _Page, town: str) -> tuple[str, str]:
-    topic = rng.choice(_REVIEW_TOPICS)
-    title = rng.choice(_REVIEW_TITLES).replace("{T}", topic)
-    page.add(title)
+    topic, title = _heading(rng, page, _REVIEW_TOPICS, _REVIEW_TITLES)
     stars = rng.randint(2, 5)
     page.add(
         f"Rating: {'★' * stars}{'☆' * (5 - stars)} ({stars}/5) | Reviewed by {_name(rng)} on {_long_date(_date(rng))}"
