@@ -11,7 +11,7 @@ seconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -489,53 +489,51 @@ def plots_for(case: str, experiment: str, runs: Sequence[Run], out_dir: Path) ->
             return ""
         return " No data for: " + ", ".join(f"{r.system}/{r.run_id}" for r in gone) + "."
 
-    path = throughput_over_time(runs, out_dir / f"{stem}_throughput.png", f"{name}: tokens per second over time")
-    if path:
-        has = [r for r in runs if rundirs.throughput_series(r)]
-        plots.append(
-            Plot(
-                "throughput",
-                path,
-                f"Completion tokens per second during each run, from the per-second "
-                f"series ({SMOOTHING}-sample rolling mean).{sim}{missing(has)}",
-            )
+    def add(kind: str, path: Path | None, caption: Callable[[], str]) -> None:
+        """Keep a figure that was drawn (`path`), with its caption (computed only then)."""
+        if path:
+            plots.append(Plot(kind, path, caption()))
+
+    def sizes_caption() -> str:
+        run = rundirs.best([r for r in runs if size_metric(r) is not None])
+        metric, meaning = size_metric(run) or ("", "")
+        return (
+            f"Distribution of {meaning} ({metric}) in {run.system}/{run.run_id}, "
+            "the fastest run that recorded sizes, with its payload-offload threshold (paper Fig 8)."
         )
-    path = scalability(runs, out_dir / f"{stem}_scalability.png", f"{name}: throughput against concurrency")
-    if path:
-        plots.append(
-            Plot(
-                "scalability",
-                path,
-                "Tokens per second of the whole run against its maximum concurrency; "
-                "each system's line goes through its best run at each concurrency (paper Figs 4 and 7).",
-            )
-        )
+
+    add(
+        "throughput",
+        throughput_over_time(runs, out_dir / f"{stem}_throughput.png", f"{name}: tokens per second over time"),
+        lambda: (
+            f"Completion tokens per second during each run, from the per-second series ({SMOOTHING}-sample "
+            f"rolling mean).{sim}{missing([r for r in runs if rundirs.throughput_series(r)])}"
+        ),
+    )
+    add(
+        "scalability",
+        scalability(runs, out_dir / f"{stem}_scalability.png", f"{name}: throughput against concurrency"),
+        lambda: (
+            "Tokens per second of the whole run against its maximum concurrency; "
+            "each system's line goes through its best run at each concurrency (paper Figs 4 and 7)."
+        ),
+    )
     # Matrix runs only: a baseline's rows time its own stages differently (the controller's rows are
     # created when read, long before their first turn), so their shares would not mean the same thing.
     p2p = [r for r in runs if r.system == "matrix"]
-    path = latency_breakdown(p2p, out_dir / f"{stem}_latency.png", f"{name}: where each Matrix task's time went")
-    if path:
-        plots.append(
-            Plot(
-                "latency",
-                path,
-                "Mean share of each Matrix task's end-to-end time spent in agent processing, "
-                "queuing, initialization and the rest (paper Table 2), from the hops in its output row.",
-            )
-        )
-    path = message_sizes(runs, out_dir / f"{stem}_message_sizes.png", f"{name}: message sizes")
-    if path:
-        candidates = [r for r in runs if size_metric(r) is not None]
-        run = rundirs.best(candidates)
-        metric, meaning = size_metric(run) or ("", "")
-        plots.append(
-            Plot(
-                "message_sizes",
-                path,
-                f"Distribution of {meaning} ({metric}) in {run.system}/{run.run_id}, "
-                "the fastest run that recorded sizes, with its payload-offload threshold (paper Fig 8).",
-            )
-        )
+    add(
+        "latency",
+        latency_breakdown(p2p, out_dir / f"{stem}_latency.png", f"{name}: where each Matrix task's time went"),
+        lambda: (
+            "Mean share of each Matrix task's end-to-end time spent in agent processing, "
+            "queuing, initialization and the rest (paper Table 2), from the hops in its output row."
+        ),
+    )
+    add(
+        "message_sizes",
+        message_sizes(runs, out_dir / f"{stem}_message_sizes.png", f"{name}: message sizes"),
+        sizes_caption,
+    )
     return plots
 
 
