@@ -99,12 +99,7 @@ class SimProfile:
         positive = (
             "memory_bandwidth_bytes_per_s",
             "peak_flops",
-            "parameters",
-            "weight_bytes",
-            "layers",
-            "hidden_size",
-            "kv_bytes_per_token",
-            "max_model_len",
+            *_SECTIONS["model_shape"],  # every number of the model's shape
             "max_num_seqs",
             "max_num_batched_tokens",
             "kv_cache_tokens",
