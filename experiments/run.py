@@ -18,8 +18,6 @@ servers for both systems, warmed up once, before the first timed run); each job 
 
 from __future__ import annotations
 
-import atexit
-import json
 import os
 import sys
 import time
@@ -30,41 +28,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.cases import ConfigError, get_case
-from experiments.cases.base import Case, plain
+from experiments.cases.base import Case
 from experiments.common import fresh
+from experiments.pools import SHARED
 from experiments.systems import Job, get_system
-from matrix.llm.backends import BackendError, get_backend
-from matrix.llm.backends.base import PoolSet
-
-# ----------------------------------------------------------------------------------- pools
-
-
-class _SharedPools:
-    """The pools of the last job, kept for the next job when it needs the very same ones."""
-
-    def __init__(self) -> None:
-        self.key: str | None = None
-        self.pools: PoolSet | None = None
-        atexit.register(self.stop)
-
-    def get(self, case: Case, backend_cfg: Any, settings_inputs: Any = None) -> tuple[PoolSet, bool]:
-        specs = case.pool_specs()
-        options = {k: v for k, v in (plain(backend_cfg) or {}).items() if k != "name"}
-        key = json.dumps([backend_cfg.name, options, [repr(s) for s in specs]], sort_keys=True, default=str)
-        if self.pools is not None and key == self.key:
-            return self.pools, False
-        self.stop()
-        backend = get_backend(str(backend_cfg.name))
-        self.pools, self.key = backend.start_pools(specs, **options), key
-        return self.pools, True
-
-    def stop(self) -> None:
-        pools, self.pools, self.key = self.pools, None, None
-        if pools is not None:
-            pools.stop()
-
-
-SHARED = _SharedPools()
+from matrix.llm.backends import BackendError
 
 # ----------------------------------------------------------------------------------- one job
 

@@ -79,11 +79,26 @@ def summarize(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _stop_pools() -> None:
+    """Stop the model pools the launch's jobs shared, while Ray is still up (not at interpreter exit)."""
+    from experiments.pools import SHARED
+
+    try:
+        SHARED.stop()
+    except Exception as exc:  # the runs are written; a failed stop must not hide the summary
+        print(f"summary: stopping the model pools failed: {exc}", file=sys.stderr)
+
+
 class Summary(Callback):
-    """Hydra callback: after a multirun, print `summarize` of the launch's runs."""
+    """Hydra callback: after a run, stop the shared pools; after a multirun, also print `summarize`."""
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _stop_pools()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         import os
+
+        _stop_pools()
 
         run_id = str(config.get("run_id") or os.environ.get("MATRIX_LAUNCH_ID", ""))
         if not run_id:

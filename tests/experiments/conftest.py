@@ -20,7 +20,7 @@ def compose_cfg(*overrides: str) -> Any:
 @pytest.fixture
 def shared_pools() -> Iterator[Any]:
     """The entry point's pool cache, emptied after the test (its servers stopped)."""
-    from experiments import run
+    from experiments.pools import SHARED
 
-    yield run.SHARED
-    run.SHARED.stop()
+    yield SHARED
+    SHARED.stop()
