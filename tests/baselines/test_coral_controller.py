@@ -14,8 +14,8 @@ import baselines.coral_controller as cc
 from baselines.coral_controller import ControllerConfig, run_controller_async
 from matrix.cases import coral
 from matrix.llm.client import RetryPolicy
-from matrix.runtime.config import RunConfig
 from matrix.runtime.local import run_local_async
+from tests.cases.local_run import case_run_config
 from tests.llm.fake_openai import Behaviour, FakeServer, serve_fake
 
 FAST_RETRY = RetryPolicy(max_retries=1, base_delay=0.001, max_delay=0.01)
@@ -253,15 +253,7 @@ def test_requests_match_what_the_p2p_roles_send(tmp_path: Path) -> None:
     async def p2p() -> FakeServer:
         async with serve_fake(ScriptedModel()) as (s,):
             deployment = coral.CoralDeployment(urls=[s.url], model="m", settings=SETTINGS)
-            cfg = RunConfig(
-                workflow=coral.WORKFLOW,
-                roles=deployment.roles(),
-                source=rows,
-                run_dir=tmp_path / "p2p",
-                max_concurrent_tasks=4,
-                progress=False,
-                workflow_modules=["matrix.cases.coral"],
-            )
+            cfg = case_run_config(coral, deployment.roles(), rows, tmp_path / "p2p", concurrency=4)
             await run_local_async(cfg)
             return s
 

@@ -23,8 +23,8 @@ from aiohttp import web
 from baselines.ray_data_batch import BatchConfig, run_batch
 from matrix.cases import nr
 from matrix.llm.client import RetryPolicy
-from matrix.runtime.config import RunConfig
 from matrix.runtime.local import run_local_async
+from tests.cases.local_run import case_run_config
 from tests.cases.nr.test_natural_reasoning import FRENCH, PLAIN, REASONING
 from tests.llm.fake_openai import FakeServer, serve_fake
 
@@ -147,15 +147,7 @@ def test_every_document_gets_one_row_and_the_funnel_follows_the_model(tmp_path: 
         m = run_batch(rows, cfg)
         # The same documents on the P2P workflow (local transport) for a row-by-row comparison.
         dep = nr.NRDeployment([small.url], [large.url], small_model="small-3b", large_model="large-70b")
-        p2p = RunConfig(
-            workflow=nr.WORKFLOW,
-            roles=dep.roles(),
-            source=rows,
-            run_dir=tmp_path / "p2p",
-            max_concurrent_tasks=8,
-            progress=False,
-            workflow_modules=["matrix.cases.nr"],
-        )
+        p2p = case_run_config(nr, dep.roles(), rows, tmp_path / "p2p", concurrency=8)
         ray_requests = len(small.bodies) + len(large.bodies)
         ray_tokens = small.completion_tokens + large.completion_tokens
         n_small, n_large = len(small.bodies), len(large.bodies)

@@ -12,8 +12,8 @@ import pytest
 
 from matrix.cases import coral
 from matrix.message import Turn
-from matrix.runtime.config import RunConfig
 from matrix.runtime.local import run_local_async
+from tests.cases.local_run import case_run_config
 from tests.llm.fake_openai import FakeServer, serve_fake
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mmlu_pro"
@@ -182,15 +182,7 @@ def run_p2p_local(rows: list[dict[str, Any]], run_dir: Path, settings: coral.Cor
     async def go() -> tuple[dict, FakeServer]:
         async with serve_fake(ScriptedCoral()) as (server,):
             deployment = coral.CoralDeployment(urls=[server.url], model="m", settings=settings)
-            cfg = RunConfig(
-                workflow=coral.WORKFLOW,
-                roles=deployment.roles(),
-                source=rows,
-                run_dir=run_dir,
-                max_concurrent_tasks=4,
-                progress=False,
-                workflow_modules=["matrix.cases.coral"],
-            )
+            cfg = case_run_config(coral, deployment.roles(), rows, run_dir, concurrency=4)
             return await run_local_async(cfg), server
 
     return asyncio.run(go())

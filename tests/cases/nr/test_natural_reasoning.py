@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from matrix.cases import nr
-from matrix.runtime.config import RunConfig
 from matrix.runtime.local import run_local_async
+from tests.cases.local_run import case_run_config
 from tests.llm.fake_openai import FakeServer, serve_fake
 
 REASONING = (
@@ -205,15 +205,7 @@ def test_workflow_on_the_local_runtime_drops_with_reasons_and_counts_bad_documen
     async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         async with serve_fake(NRFake("small"), NRFake("large")) as (small, large):
             dep = nr.NRDeployment([small.url], [large.url], small_model="small-3b", large_model="large-70b")
-            cfg = RunConfig(
-                workflow=nr.WORKFLOW,
-                roles=dep.roles(),
-                source=docs(),
-                run_dir=tmp_path,
-                max_concurrent_tasks=4,
-                progress=False,
-                workflow_modules=["matrix.cases.nr"],
-            )
+            cfg = case_run_config(nr, dep.roles(), docs(), tmp_path, concurrency=4)
             metrics = await run_local_async(cfg)
             return metrics, small.bodies + large.bodies
 

@@ -19,8 +19,8 @@ import pytest
 pytest.importorskip("tau2")
 
 from matrix.cases import tau2 as case
-from matrix.runtime.config import RunConfig
 from matrix.runtime.local import run_local_async
+from tests.cases.local_run import case_run_config
 
 BEHAVIOUR = "matrix.cases.tau2.sim:Tau2Behaviour"
 MODEL = "openai/gpt-oss-120b"
@@ -145,14 +145,7 @@ async def run_p2p_local(
     case.register_local_pool("tau2_tools", pool)
     try:
         dep = case.Tau2Deployment([url], MODEL, settings)
-        cfg = RunConfig(
-            workflow=case.WORKFLOW,
-            roles=dep.roles(),
-            source=case.task_rows(settings.domain, tasks),
-            run_dir=run_dir,
-            max_concurrent_tasks=concurrency,
-            progress=False,
-        )
+        cfg = case_run_config(case, dep.roles(), case.task_rows(settings.domain, tasks), run_dir, concurrency)
         side = asyncio.ensure_future(during(pool)) if during else None
         metrics = await run_local_async(cfg)
         if side is not None:
