@@ -21,11 +21,13 @@ fills after 40-65 s, and the 8,000 tasks beyond it keep it full while admission 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,22 @@ class CountingLLMAgent(LLMAgent):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(doc, indent=2) + "\n")
         await super().close()
+
+
+@contextlib.contextmanager
+def bench_run_dir(run_dir: Path | None, prefix: str) -> Iterator[Path]:
+    """Where a benchmark's runs write: `run_dir`, or a temporary directory (`prefix`) removed afterwards.
+    Ray is up for the benchmark's length, and shut down after it unless it was running already."""
+    owns_ray = not ray.is_initialized()
+    ensure_ray()
+    tmp = tempfile.TemporaryDirectory(prefix=prefix) if run_dir is None else None
+    try:
+        yield Path(tmp.name) if tmp is not None else Path(str(run_dir))
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+        if owns_ray:
+            ray.shutdown()
 
 
 class RunStalled(RuntimeError):
@@ -206,11 +224,7 @@ def run_inflight(
     from matrix.llm.sim.replicas import start_sim_replicas
 
     model = load_profile(profile).model
-    owns_ray = not ray.is_initialized()
-    ensure_ray()
-    tmp = None if run_dir is not None else tempfile.TemporaryDirectory(prefix="matrix-inflight-")
-    base = Path(tmp.name) if tmp is not None else Path(run_dir)  # type: ignore[arg-type]
-    try:
+    with bench_run_dir(run_dir, "matrix-inflight-") as base:
         mem = RaySampler()
         with mem:
             fleet = start_sim_replicas(
@@ -244,11 +258,6 @@ def run_inflight(
         clients = [json.loads(p.read_text()) for p in sorted((base / "clients").glob("client-*.json"))]
         series_path = base / "run" / "timeseries.json"
         series = json.loads(series_path.read_text()) if m is not None and series_path.exists() else []
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-        if owns_ray:
-            ray.shutdown()
     settings = dict(
         tasks=tasks, concurrency=concurrency, replicas=replicas, profile=profile, time_scale=time_scale,
         mean_tokens=mean_tokens, sigma=sigma, max_tokens=max_tokens, per_replica_concurrency=per_replica_concurrency,

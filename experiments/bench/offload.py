@@ -23,18 +23,14 @@ import argparse
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import ray
-
-from experiments.bench.inflight import RunStalled, run_ray_watched
+from experiments.bench.inflight import RunStalled, bench_run_dir, run_ray_watched
 from matrix.agent import Agent, RoleSpec
 from matrix.bench.dummy import CORAL_DUMMY, MAX_DIALOGUE_TURNS, DummyDialogue, DummyMatcher, dialogue_turns
 from matrix.message import Message, Turn, Usage
 from matrix.runtime.config import RunConfig
-from matrix.runtime.ray_p2p import ensure_ray
 
 WORKFLOW = CORAL_DUMMY.name
 
@@ -168,11 +164,7 @@ def run_offload(
     """Run the workload with offloading on (`threshold`) and off; compare bytes and outputs."""
     if agree_max > MAX_DIALOGUE_TURNS:
         raise ValueError(f"agree_max must be <= {MAX_DIALOGUE_TURNS} (the coral-dummy graph's cap), got {agree_max}")
-    owns_ray = not ray.is_initialized()
-    ensure_ray()
-    tmp = None if run_dir is not None else tempfile.TemporaryDirectory(prefix="matrix-offload-")
-    base = Path(tmp.name) if tmp is not None else Path(run_dir)  # type: ignore[arg-type]
-    try:
+    with bench_run_dir(run_dir, "matrix-offload-") as base:
         points: list[dict[str, Any]] = []
         contents: list[dict[str, Any]] = []
         for t in (threshold, None):
@@ -191,11 +183,6 @@ def run_offload(
             points.append(rec)
             contents.append(content)
             print(f"  offload {'on ' if t is not None else 'off'}: {format_point(rec)}", flush=True)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-        if owns_ray:
-            ray.shutdown()
     on, off = points
     identical = contents[0] == contents[1]
     differing = sorted(k for k in set(contents[0]) | set(contents[1]) if contents[0].get(k) != contents[1].get(k))
