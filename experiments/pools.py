@@ -19,6 +19,7 @@ class SharedPools:
 
     def __init__(self) -> None:
         self.key: str | None = None
+        self.engine: str | None = None
         self.pools: PoolSet | None = None
         atexit.register(self._stop_quietly)
 
@@ -26,16 +27,23 @@ class SharedPools:
         """The pools for `case` on the configured backend, and whether they were started just now."""
         specs = case.pool_specs()
         options = {k: v for k, v in (plain(backend_cfg) or {}).items() if k != "name"}
+        backend = get_backend(str(backend_cfg.name))
         key = json.dumps([backend_cfg.name, options, [repr(s) for s in specs]], sort_keys=True, default=str)
+        engine = backend.engine_key(specs, **options)
+        engine = None if engine is None else json.dumps([backend_cfg.name, engine])
         if self.pools is not None and key == self.key:
             return self.pools, False
+        if self.pools is not None and engine is not None and engine == self.engine:
+            rebound = self.pools.rebound(specs)  # the same servers play this case's pools
+            if rebound is not None:
+                self.pools, self.key = rebound, key
+                return rebound, False
         self.stop()
-        backend = get_backend(str(backend_cfg.name))
-        self.pools, self.key = backend.start_pools(specs, **options), key
+        self.pools, self.key, self.engine = backend.start_pools(specs, **options), key, engine
         return self.pools, True
 
     def stop(self) -> None:
-        pools, self.pools, self.key = self.pools, None, None
+        pools, self.pools, self.key, self.engine = self.pools, None, None, None
         if pools is not None:
             pools.stop()
 

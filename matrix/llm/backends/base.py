@@ -8,6 +8,7 @@ backend is behind a URL; they reach every model through `matrix.llm.client.LLMCl
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -56,6 +57,11 @@ class Backend(abc.ABC):
     # Pools: what a workload needs (one or more named pools of replicas), started in one call. The
     # default starts each pool through `start_pool`; a backend whose one server can play every pool
     # (the CPU engine, an external API) overrides `start_pools`.
+
+    def engine_key(self, specs: list[PoolSpec], **options: Any) -> str | None:
+        """What identifies the servers `start_pools` would start for `specs`, when other specs could
+        share them (their `PoolSet.rebound`); None: only the very same specs share servers."""
+        return None
 
     def start_pool(self, spec: PoolSpec, **options: Any) -> tuple[Pool, Any]:
         """Start `spec`'s replicas; return the pool and a callable that stops them."""
@@ -120,12 +126,31 @@ class Pool:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class PoolSet(dict[str, Pool]):
-    """The pools of one workload by name, plus `stop()` for everything that was started for them."""
+Rebind = Callable[[list["PoolSpec"]], dict[str, Pool]]
 
-    def __init__(self, pools: dict[str, Pool], stops: list[Any]) -> None:
+
+class PoolSet(dict[str, Pool]):
+    """The pools of one workload by name, plus `stop()` for everything that was started for them.
+
+    `rebind`, where the backend gives one, maps other pool specs onto the same running servers
+    (the CPU engine plays any pool): a launch that moves from one case to another keeps the engine.
+    """
+
+    def __init__(
+        self,
+        pools: dict[str, Pool],
+        stops: list[Any],
+        rebind: Callable[[list[PoolSpec]], dict[str, Pool]] | None = None,
+    ) -> None:
         super().__init__(pools)
         self._stops = stops
+        self.rebind = rebind
+
+    def rebound(self, specs: list[PoolSpec]) -> PoolSet | None:
+        """These servers as `specs`' pools (stopping the result stops them), or None when they cannot be."""
+        if self.rebind is None:
+            return None
+        return PoolSet(self.rebind(specs), self._stops, self.rebind)
 
     def stop(self) -> None:
         stops, self._stops = self._stops, []

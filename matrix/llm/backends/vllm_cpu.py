@@ -304,26 +304,39 @@ class VllmCpuBackend(Backend):
     # SmolLM2 writes tool calls in the Hermes format; vLLM's parser of that name reads them.
     TOOL_ARGS: tuple[str, ...] = ("--enable-auto-tool-choice", "--tool-call-parser", "hermes")
 
+    def _engine(self, specs: list[PoolSpec], options: dict[str, Any]) -> tuple[int, tuple[str, ...]]:
+        context = max([2048, int(options.get("max_model_len") or 0), *(int(s.min_context) for s in specs)])
+        extra = tuple(options.get("extra_args", ())) + (self.TOOL_ARGS if any(s.tools for s in specs) else ())
+        return context, extra
+
+    def engine_key(self, specs: list[PoolSpec], **options: Any) -> str | None:
+        context, extra = self._engine(specs, options)
+        rest = {k: v for k, v in options.items() if k not in ("max_model_len", "extra_args")}
+        return json.dumps([context, extra, rest], sort_keys=True, default=str)
+
     def start_pools(self, specs: list[PoolSpec], **options: Any) -> PoolSet:
         """One engine on this CPU plays every pool (the embedded model stands in for each pool's model).
 
         Tool calling is switched on when any pool needs it, and the context is the largest any pool
         asks for (at least 2,048 tokens). `options` go to `start` (e.g. `max_num_seqs`, `log_path`).
+        The returned set can be rebound to other specs with the same engine key (same engine).
         """
-        context = max([2048, *(int(s.min_context) for s in specs)])
-        extra = self.TOOL_ARGS if any(s.tools for s in specs) else ()
-        options.setdefault("max_model_len", context)
-        server = self.start(extra_args=tuple(options.pop("extra_args", ())) + extra, **options)
-        pools = {
-            s.name: Pool(
-                name=s.name,
-                urls=[server.base_url],
-                model=server.model,
-                backend=self.name,
-                hardware="this machine's CPU",
-                context_window=int(options["max_model_len"]),
-                info={"stands_in_for": s.model},
-            )
-            for s in specs
-        }
-        return PoolSet(pools, [server.stop])
+        context, extra = self._engine(specs, options)
+        rest = {k: v for k, v in options.items() if k not in ("max_model_len", "extra_args")}
+        server = self.start(max_model_len=context, extra_args=extra, **rest)
+
+        def bind(chosen: list[PoolSpec]) -> dict[str, Pool]:
+            return {
+                s.name: Pool(
+                    name=s.name,
+                    urls=[server.base_url],
+                    model=server.model,
+                    backend=self.name,
+                    hardware="this machine's CPU",
+                    context_window=context,
+                    info={"stands_in_for": s.model},
+                )
+                for s in chosen
+            }
+
+        return PoolSet(bind(specs), [server.stop], bind)
