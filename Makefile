@@ -57,7 +57,7 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy matrix slurm
+	$(VENV)/bin/mypy matrix slurm experiments
 
 bench-serving: setup
 	$(VENV)/bin/matrix bench serving --backend sim --profile a100-llama31-8b

@@ -38,7 +38,7 @@ class Tau2Threads(System):
         threads = self.concurrency(job.system_cfg)
         cfg = ThreadsConfig(
             urls=pool.urls, model=pool.model, run_dir=job.run_dir, settings=job.settings,
-            task_ids=[t.id for t in job.inputs], num_trials=job.case.trials, max_concurrency=threads,  # type: ignore[attr-defined]
+            task_ids=[t.id for t in job.inputs], num_trials=job.case.trials, max_concurrency=threads,
             rewrite_results=True, labels=labels,
         )  # fmt: skip
         metrics = run_threads(cfg)
