@@ -150,16 +150,20 @@ def test_mock_oracle_scores_one() -> None:
 # ------------------------------------------------------------------------------------------- slow
 
 
+# The oracle checks take every other task (half the evaluator time; the tasks left out are of the same
+# kinds), the model check one seed (its mean reward is 0.588 on seed 300 against the paper's 0.59).
+
+
 @pytest.mark.slow
-def test_telecom_oracle_scores_one_on_every_task() -> None:
-    rewards, _, _ = _rewards("telecom", "oracle", (300,))
-    assert len(rewards) == 114
-    assert rewards == [1.0] * 114
+def test_telecom_oracle_scores_one_on_every_other_task() -> None:
+    rewards, _, _ = _rewards("telecom", "oracle", (300,), every=2)
+    assert len(rewards) == 57
+    assert rewards == [1.0] * 57
 
 
 @pytest.mark.slow
 def test_telecom_model_matches_paper_reward_and_length() -> None:
-    rewards, tokens, lengths = _rewards("telecom", "model", (300, 301))
+    rewards, tokens, lengths = _rewards("telecom", "model", (300,))
     assert abs(statistics.mean(rewards) - PAPER_REWARD) <= 0.1, statistics.mean(rewards)
     assert abs(statistics.mean(tokens) - PAPER_TOKENS) <= 0.2 * PAPER_TOKENS, statistics.mean(tokens)
     assert statistics.mean(lengths) > 15  # troubleshooting turns on top of the reference actions
@@ -173,12 +177,12 @@ def test_telecom_nothing_scores_zero() -> None:
 
 
 @pytest.mark.slow
-def test_airline_oracle_scores_one_on_every_task() -> None:
-    rewards, _, _ = _rewards("airline", "oracle", (300,))
-    assert rewards == [1.0] * 50
+def test_airline_oracle_scores_one_on_every_other_task() -> None:
+    rewards, _, _ = _rewards("airline", "oracle", (300,), every=2)
+    assert rewards == [1.0] * 25
 
 
 @pytest.mark.slow
 def test_airline_nothing_scores_about_038() -> None:
-    rewards, _, _ = _rewards("airline", "nothing", (300,), every=2)
+    rewards, _, _ = _rewards("airline", "nothing", (300,), every=4)
     assert 0.3 <= statistics.mean(rewards) <= 0.45, statistics.mean(rewards)
