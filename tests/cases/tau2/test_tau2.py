@@ -164,7 +164,7 @@ def test_both_systems_send_identical_requests_and_get_identical_trajectories(tmp
     from baselines.tau2_threads import ThreadsConfig, run_threads
 
     settings = case.Tau2Settings(domain="telecom")
-    tasks = case.load_tasks("telecom")[::19][:6]
+    tasks = case.load_tasks("telecom")[::19][:4]
     with sim_server("telecom") as url, recording_proxy(url.removesuffix("/v1").rstrip("/") + "/v1") as (proxy, bodies):
         base = run_threads(
             ThreadsConfig(
@@ -176,7 +176,7 @@ def test_both_systems_send_identical_requests_and_get_identical_trajectories(tmp
         bodies.clear()
         p2p, rows, stats = asyncio.run(run_p2p_local(proxy, tasks, tmp_path / "p2p", settings, concurrency=3))
         p2p_bodies = sorted(json.dumps(b, sort_keys=True) for b in bodies)
-    assert len(base_bodies) > 6 * 10
+    assert len(base_bodies) > 4 * 10
     assert p2p_bodies == base_bodies
     assert p2p["tokens_generated"] == base["tokens_generated"] > 0
     base_rows = [json.loads(line) for line in (tmp_path / "threads" / "output.jsonl").read_text().splitlines()]
@@ -199,12 +199,12 @@ def test_p2p_oracle_scores_one_and_nothing_scores_what_tau2s_orchestrator_gives(
     from matrix.cases.tau2.sim import Tau2Behaviour, simulate_trajectory
 
     settings = case.Tau2Settings(domain="airline")
-    tasks = case.load_tasks("airline")[:10]
+    tasks = case.load_tasks("airline")[:6]  # do-nothing scores 1, 1, 0, 0, 1, 1 on these
     with sim_server("airline", "oracle") as url:
-        _, rows, _ = asyncio.run(run_p2p_local(url, tasks, tmp_path / "oracle", settings, concurrency=5))
-    assert len(rows) == 10 and all(case.reward_of(r) == 1.0 for r in rows), [case.reward_of(r) for r in rows]
+        _, rows, _ = asyncio.run(run_p2p_local(url, tasks, tmp_path / "oracle", settings, concurrency=6))
+    assert len(rows) == 6 and all(case.reward_of(r) == 1.0 for r in rows), [case.reward_of(r) for r in rows]
     with sim_server("airline", "nothing") as url:
-        _, rows, _ = asyncio.run(run_p2p_local(url, tasks, tmp_path / "nothing", settings, concurrency=5))
+        _, rows, _ = asyncio.run(run_p2p_local(url, tasks, tmp_path / "nothing", settings, concurrency=6))
     got = {r["task_id"]: case.reward_of(r) for r in rows}
     nothing = Tau2Behaviour(domain="airline", mode="nothing")
     reference = {t.id: simulate_trajectory("airline", t, nothing).reward_info.reward for t in tasks}
