@@ -337,7 +337,7 @@ class ToolServerPool:
 
     @staticmethod
     def _log_tail(server: _Server, limit: int = 2000) -> str:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # ValueError: the log was closed already
             server.log.flush()
             text = (server.directory / "server.log").read_text(errors="replace")
             return f"log tail: {text[-limit:]!r}" if text else "empty log"

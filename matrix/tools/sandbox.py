@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 SANDBOXES = ("auto", "apptainer", "bwrap", "process")
@@ -74,12 +75,17 @@ def sandbox_argv(kind: str, argv: list[str], *, workdir: str | Path, image: str 
         return list(argv)
     if kind == "bwrap":
         exe = shutil.which("bwrap") or "bwrap"
+        # /tmp is private to the sandbox; the code it runs (this checkout, the Python environment)
+        # stays visible, read-only, when it lives under /tmp (a checkout or a venv made there).
+        keep = sorted({str(Path(p).resolve()) for p in (Path(__file__).resolve().parents[2], sys.prefix)})
+        under_tmp = [p for p in keep if p == "/tmp" or p.startswith("/tmp/")]
         return [
             exe,
             "--ro-bind", "/", "/",
             "--dev", "/dev",
             "--proc", "/proc",
             "--tmpfs", "/tmp",
+            *[arg for p in under_tmp for arg in ("--ro-bind", p, p)],
             "--bind", wd, wd,
             "--chdir", wd,
             "--unshare-pid",

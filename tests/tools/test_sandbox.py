@@ -53,6 +53,18 @@ def test_bwrap_argv_isolates_the_filesystem_but_keeps_the_network(tmp_path: Path
     assert argv[-2:] == ["python", "-V"]
 
 
+def test_bwrap_keeps_a_checkout_and_venv_under_tmp_visible(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """bwrap gives the sandbox a private /tmp; code that lives there (a clone, a venv) stays readable."""
+    import sys
+
+    monkeypatch.setattr(sys, "prefix", "/tmp/some-venv")
+    argv = sandbox_argv("bwrap", ["python", "-V"], workdir=tmp_path)
+    joined = " ".join(argv)
+    assert joined.index("--tmpfs /tmp") < joined.index("--ro-bind /tmp/some-venv /tmp/some-venv")
+    monkeypatch.setattr(sys, "prefix", "/opt/venv")
+    assert "/opt/venv" not in " ".join(sandbox_argv("bwrap", ["python"], workdir=tmp_path))  # / is bound already
+
+
 def test_apptainer_argv(tmp_path: Path) -> None:
     argv = sandbox_argv("apptainer", ["python", "-V"], workdir=tmp_path, image="tau2.sif")
     assert argv[:3] == ["apptainer", "exec", "--containall"]
