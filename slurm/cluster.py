@@ -262,6 +262,7 @@ class RayWorker(_checkpointable()):  # type: ignore[misc]
         rank = os.environ.get("SLURM_PROCID", "0")
         joins = failures = 0
         joined_started = 0.0  # the rendezvous this worker last joined: after losing it, wait for a newer one
+        marker = d / "workers" / f"{os.environ.get('SLURM_JOB_ID', 'local')}.{rank}.json"
         while not (d / STOP).exists():
             info = wait_rendezvous(d, spec.join_timeout_s, stop=d / STOP, after=joined_started)
             if info is None:
@@ -275,13 +276,14 @@ class RayWorker(_checkpointable()):  # type: ignore[misc]
             while proc.poll() is None:
                 if up.is_set():
                     joined_started = float(info.get("started", 0))
-                    marker = d / "workers" / f"{os.environ.get('SLURM_JOB_ID', 'local')}.{rank}.json"
                     if not marker.exists():
                         marker.parent.mkdir(exist_ok=True)
                         _write_json(marker, {"host": socket.gethostname(), "node_ip": ip, "address": info["address"]})
                 now = read_json(d / RENDEZVOUS)
                 if (d / STOP).exists() or (now and now.get("started") != info.get("started")):
                     _stop_child(proc)
+                    if (d / STOP).exists():
+                        marker.unlink(missing_ok=True)  # tells the head this node has left (see job_cluster)
                     break
                 if _port_open(host, int(port)):
                     lost_since = None
@@ -315,6 +317,9 @@ def wait_rendezvous(d: Path, timeout: float, *, stop: Path | None = None, after:
             return None
         time.sleep(0.5)
     raise TimeoutError(f"no Ray head registered in {d / RENDEZVOUS} after {timeout:.0f}s")
+
+
+WORKERS_LEAVE_S = 20.0  # how long a job's head waits for its workers to stop before it stops itself
 
 
 def workers_joined(d: Path) -> int:
@@ -355,6 +360,11 @@ def job_cluster(d: Path, spec: RaySpec, *, tasks: int | None = None, rank: int |
         yield True
     finally:
         (d / STOP).touch()
+        # Workers leave first (each removes its marker once its node has stopped): a worker node that
+        # is still up when the head goes waits out Ray's whole shutdown drain (30 s) before it exits.
+        deadline = time.monotonic() + WORKERS_LEAVE_S
+        while workers_joined(d) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.25)
         _stop_child(proc)
         _forget_current_cluster(info["address"])
         for k, v in saved.items():
