@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from matrix.message import Message
-from matrix.runtime.outbox import Outbox
+from matrix.outbox import Outbox
 
 DEFAULT_OFFLOAD_THRESHOLD = 512
 DEFAULT_OWNED_BYTES = 1024**3  # what one process may hold for others before it evicts the oldest

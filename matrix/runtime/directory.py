@@ -16,8 +16,8 @@ import ray
 from ray.exceptions import RayActorError
 
 from matrix.message import Message
+from matrix.outbox import Outbox
 from matrix.peers import Peer, PeerSet
-from matrix.runtime.outbox import Outbox
 
 # Errors that mean "the actor is gone or restarting", as opposed to a bug in a step.
 ACTOR_GONE: tuple[type[Exception], ...] = (RayActorError,)

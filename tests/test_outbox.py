@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from matrix.runtime.outbox import Outbox
+from matrix.outbox import Outbox
 
 
 def test_items_sent_while_a_call_is_in_flight_share_the_next_call() -> None:
