@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.cases import ConfigError, get_case
 from experiments.cases.base import Case
-from experiments.common import fresh
+from experiments.common import fresh, sim_mark
 from experiments.pools import SHARED
 from experiments.systems import Job, get_system
 from matrix.llm.backends import BackendError
@@ -74,8 +74,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
 
 def summary_line(m: dict[str, Any]) -> str:
-    sim = " (SIMULATED)" if m.get("simulated") else ""
-    unit = "simulated s" if m.get("simulated") else "s"
+    sim, unit = sim_mark(m), ("simulated s" if m.get("simulated") else "s")
     return (
         f"{m.get('case')} / {m.get('system')} at concurrency {m.get('concurrency')}: "
         f"{float(m.get('tokens_per_second') or 0):,.1f} tokens per {unit}{sim}, {m.get('tasks_finished')} tasks "
