@@ -28,12 +28,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from matrix import clock
 from matrix.admission import task_seed
 from matrix.cases.coral import (
     DIALOGUE_ROLES,
@@ -89,6 +89,9 @@ class ControllerConfig:
     progress: bool = True
     seed: int = 0
     retry: RetryPolicy | None = None
+    # The virtual clock's charge for the process's own CPU per LLM request (None: nothing charged;
+    # real time needs none, the CPU is really spent). See experiments/virtual.
+    request_cpu: Callable[[], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.urls, str):
@@ -146,10 +149,17 @@ def plan_messages(
 class Conversations:
     """Runs single conversations to their end with one shared client; counts every step."""
 
-    def __init__(self, llm: LLMClient, settings: CoralSettings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        llm: LLMClient,
+        settings: CoralSettings,
+        metrics: Metrics,
+        request_cpu: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.llm = llm
         self.settings = settings
         self.metrics = metrics
+        self.request_cpu = request_cpu
 
     async def run(self, msg: Message) -> Message:
         """Drive one conversation until agreement, the turn limit or an error; return its message.
@@ -161,9 +171,9 @@ class Conversations:
         role: str | None = next_speaker(msg.turns)
         msg.route["role"] = role
         msg.route["steps"] = 0
-        sent = time.time()
+        sent = clock.wall()
         while role is not None:
-            hop = Hop(role=role, actor=ACTOR, sent=sent, started=time.time())
+            hop = Hop(role=role, actor=ACTOR, sent=sent, started=clock.wall())
             msg.hops.append(hop)
             stop = False
             try:
@@ -178,7 +188,7 @@ class Conversations:
             except Exception as exc:  # the conversation's own failure becomes its error row
                 msg.fail(f"step error in role {role!r}: {type(exc).__name__}: {exc}")
                 self.metrics.inc("step_errors", role)
-            hop.finished = sent = time.time()
+            hop.finished = sent = clock.wall()
             self.metrics.observe("step_seconds", hop.finished - hop.started, role)
             self.metrics.inc("hops", role)
             self.metrics.inc("messages")
@@ -203,6 +213,8 @@ class Conversations:
     async def _chat(
         self, msg: Message, chat: list[dict[str, str]], role: str, seed: int, sampling: Sampling
     ) -> tuple[str, Usage]:
+        if self.request_cpu is not None:
+            await self.request_cpu()
         # The same call, argument order included, as the P2P roles make, so the request bodies match.
         reply = await self.llm.chat(chat, role=role, sticky_key=msg.task_id, seed=seed, **sampling.body())
         usage = Usage()
@@ -262,13 +274,13 @@ async def run_controller_async(rows: list[dict[str, Any]], cfg: ControllerConfig
         sink.accept(msg)
         progress.update(sink.stats.finished + sink.stats.failed, len(pending), sink.stats.failed)
 
-    t0 = time.monotonic()
+    t0 = clock.now()
     wall = 0.0
     try:
         async with LLMClient(
             list(cfg.urls), model=cfg.model, max_concurrency=cfg.max_concurrency, retry=cfg.retry
         ) as llm:
-            conversations = Conversations(llm, cfg.settings, metrics)
+            conversations = Conversations(llm, cfg.settings, metrics, cfg.request_cpu)
             sampler = asyncio.create_task(_sample(series, sink, stats, metrics, llm, progress, t0))
             for msg in todo:
                 if msg.status == ERROR:  # a bad input row: straight to the output
@@ -288,7 +300,7 @@ async def run_controller_async(rows: list[dict[str, Any]], cfg: ControllerConfig
                 stats.in_flight = len(pending)
                 for task in done:
                     finish(task.result())
-            wall = time.monotonic() - t0
+            wall = clock.now() - t0
             client = llm.stats()
             usage = llm.usage.snapshot()
             _sample_once(series, sink, stats, metrics, llm, t0)
@@ -330,7 +342,7 @@ def _sample_once(
     series: TimeSeries, sink: SinkWriter, stats: AdmissionCounts, metrics: Metrics, llm: LLMClient, t0: float
 ) -> None:
     series.sample(
-        time.monotonic() - t0,
+        clock.now() - t0,
         tasks_done=sink.stats.finished + sink.stats.failed,
         tasks_in_flight=stats.in_flight,
         completion_tokens=sink.stats.completion_tokens,

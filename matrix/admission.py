@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from matrix import clock
 from matrix.message import Message, new_message
 from matrix.sources import SourceRow
 
@@ -169,7 +169,7 @@ class Admission:
                 await self._slots.acquire()
                 if self._stopping:
                     return
-                lease = Lease(row, trial, 1, time.monotonic() + self.lease_seconds)
+                lease = Lease(row, trial, 1, clock.now() + self.lease_seconds)
                 self.leases[key] = lease
                 self.stats.admitted += 1
                 self.stats.peak_in_flight = max(self.stats.peak_in_flight, len(self.leases))
@@ -210,7 +210,7 @@ class Admission:
             await self._emit_error(msg)
             return False
         lease.attempt += 1
-        lease.deadline = time.monotonic() + self.lease_seconds
+        lease.deadline = clock.now() + self.lease_seconds
         self.stats.replayed += 1
         await self._send(self._message(lease))
         return True
@@ -221,7 +221,7 @@ class Admission:
         self.done.discard(key)
         lease.holds_slot = False  # its slot was freed at the first credit
         lease.attempt += 1
-        lease.deadline = time.monotonic() + self.lease_seconds
+        lease.deadline = clock.now() + self.lease_seconds
         self.leases[key] = lease
         self._idle.clear()
         self.stats.replayed += 1
@@ -229,7 +229,7 @@ class Admission:
         await self._send(self._message(lease))
 
     def expired(self, now: float | None = None) -> list[Key]:
-        now = time.monotonic() if now is None else now
+        now = clock.now() if now is None else now
         return [k for k, lease in self.leases.items() if lease.deadline <= now]
 
     def snapshot(self) -> dict[str, Any]:

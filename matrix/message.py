@@ -7,9 +7,10 @@ cheap to pickle, safe to replay from its start, and readable in the output row i
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from matrix import clock
 
 MESSAGE_VERSION = 1
 
@@ -77,7 +78,7 @@ class Message:
     status: str = RUNNING
     error: str | None = None
     attempt: int = 1
-    created: float = field(default_factory=time.time)
+    created: float = field(default_factory=clock.wall)
     finished: float = 0.0
     version: int = MESSAGE_VERSION
 

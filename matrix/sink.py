@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from matrix import clock
 from matrix.message import DONE, ERROR, Message
 
 Key = tuple[str, int]
@@ -75,14 +76,14 @@ LOCK_WAIT_SECONDS = 120.0
 def lock_exclusive(fh: Any, path: Path, wait_seconds: float) -> None:
     """Hold an exclusive lock on the open output `fh` (released when it is closed or the process dies);
     wait up to `wait_seconds` for another writer to let go, then fail naming the file."""
-    deadline = time.monotonic() + wait_seconds
+    deadline = clock.now() + wait_seconds
     said = False
     while True:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            if time.monotonic() >= deadline:
+            if clock.now() >= deadline:
                 raise RuntimeError(
                     f"{path} is still being written by another process after {wait_seconds:g} s "
                     "(an earlier run of the same run directory?); stop it, or wait, and run again"
@@ -120,7 +121,7 @@ class SinkWriter:
         self.stats = SinkStats(resumed=len(self.done), repaired_bytes=cut)
         self._buffer: list[bytes] = []
         self._buffered_keys: set[Key] = set()
-        self._last_flush = time.monotonic()
+        self._last_flush = clock.now()
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
         self._to_row = resolve or (lambda m: m.to_row())
@@ -144,12 +145,12 @@ class SinkWriter:
             return False
         self.done.add(message.key)
         if not message.finished:
-            message.finished = time.time()
+            message.finished = clock.wall()
         row = self._to_row(message)
         self._buffer.append(json.dumps(row, ensure_ascii=False, default=str).encode() + b"\n")
         self._buffered_keys.add(message.key)
         self._account(message)
-        if len(self._buffer) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
+        if len(self._buffer) >= self.flush_every or clock.now() - self._last_flush >= self.flush_seconds:
             self.flush()
         return True
 
@@ -210,7 +211,7 @@ class SinkWriter:
             self._buffer.clear()
             self._buffered_keys.clear()
             self._fh.flush()
-        self._last_flush = time.monotonic()
+        self._last_flush = clock.now()
 
     def close(self) -> None:
         if self._fh.closed:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from matrix import clock
 
 
 @dataclass(eq=False)
@@ -68,7 +69,7 @@ class Balancer:
         self._rng = rng or random.Random()
 
     def _candidates(self, exclude: set[str]) -> list[Endpoint]:
-        now = time.monotonic()
+        now = clock.now()
         live = [e for e in self.endpoints if e.base_url not in exclude and e.healthy(now)]
         if live:
             return live

@@ -24,13 +24,13 @@ import contextlib
 import json
 import os
 import random
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
+from matrix import clock
 from matrix.llm.balancer import Balancer, Endpoint
 from matrix.llm.errors import LLMError, LLMRequestError, LLMUnavailableError, http_reason
 from matrix.llm.usage import UsageLedger
@@ -40,6 +40,7 @@ RETRYABLE_4XX = frozenset({408, 425, 429})
 # Routes whose 200 reply must be a completion (a non-empty list of choices) to count as an answer.
 COMPLETION_PATHS = frozenset({"/chat/completions", "/completions"})
 MAX_REPLY_BYTES = 256 * 1024 * 1024
+INPROC = "inproc://"  # simulated replicas in this event loop (matrix.llm.sim.inproc), no socket
 
 
 def is_retryable_status(status: int) -> bool:
@@ -268,6 +269,14 @@ class LLMClient:
             await self._session.close()
             self._session = None
 
+    def _session_for(self, url: str) -> Any:
+        """aiohttp for http(s) replicas; for `inproc://` ones the in-process session (no socket)."""
+        if url.startswith(INPROC):
+            from matrix.llm.sim.inproc import InprocSession
+
+            return InprocSession()
+        return self._http()
+
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             total = sum(e.max_concurrency for e in self.endpoints)
@@ -462,11 +471,11 @@ class LLMClient:
         # Outstanding counts queued and running requests, so balancing sees the real backlog.
         endpoint.outstanding += 1
         try:
-            async with endpoint.slots, self._http().post(url, data=payload) as resp:
+            async with endpoint.slots, self._session_for(url).post(url, data=payload) as resp:
                 raw = await self._read_body(resp, url)
                 self._check_status(endpoint, url, resp.status, resp.headers, raw)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-            endpoint.mark_failure(time.monotonic())
+            endpoint.mark_failure(clock.now())
             raise self._transport_failure(exc, url) from exc
         finally:
             endpoint.outstanding -= 1
@@ -486,7 +495,7 @@ class LLMClient:
         url = endpoint.base_url + path
         endpoint.outstanding += 1
         try:
-            async with endpoint.slots, self._http().post(url, data=payload) as resp:
+            async with endpoint.slots, self._session_for(url).post(url, data=payload) as resp:
                 if resp.status != 200:
                     self._check_status(endpoint, url, resp.status, resp.headers, await self._read_body(resp, url))
                 async for raw_line in resp.content:
@@ -506,7 +515,7 @@ class LLMClient:
                         raise _Retryable(f"error event from {url}: {_error_text(data)}", reason="bad_reply")
                     yield chunk
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-            endpoint.mark_failure(time.monotonic())
+            endpoint.mark_failure(clock.now())
             raise self._transport_failure(exc, url) from exc
         finally:
             endpoint.outstanding -= 1
@@ -526,15 +535,15 @@ class LLMClient:
         detail = _error_text(raw)
         if is_retryable_status(status):
             if status >= 500:
-                endpoint.mark_failure(time.monotonic())
+                endpoint.mark_failure(clock.now())
             reason = http_reason(status)
             raise _Retryable(f"HTTP {status} from {url}: {detail}", status, _retry_after(headers), reason=reason)
         raise LLMRequestError(f"HTTP {status} from {url}: {detail}", endpoint=endpoint.base_url, status=status)
 
 
 def _normalise_url(url: str) -> str:
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"endpoint URL must start with http:// or https://, got {url!r}")
+    if not url.startswith(("http://", "https://", INPROC)):
+        raise ValueError(f"endpoint URL must start with http://, https:// or {INPROC}, got {url!r}")
     url = url.rstrip("/")
     return url if url.endswith("/v1") else url + "/v1"
 

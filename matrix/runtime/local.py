@@ -7,9 +7,10 @@ function call. Tests and small jobs use it; it is also the reference a P2P run i
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from matrix import clock
 from matrix.admission import Admission
 from matrix.agent import Agent
 from matrix.llm.client import process_stats
@@ -21,9 +22,16 @@ from matrix.sink import SinkWriter
 from matrix.sources import read_rows
 from matrix.workflow import get_workflow
 
+StepHook = Callable[[str, Message], Awaitable[None]]
+
 
 async def _run_partition(
-    cfg: RunConfig, partition: int, agents: dict[str, Agent], metrics: Metrics, progress: Progress
+    cfg: RunConfig,
+    partition: int,
+    agents: dict[str, Agent],
+    metrics: Metrics,
+    progress: Progress,
+    before_step: StepHook | None = None,
 ) -> tuple[SinkWriter, Admission]:
     wf = get_workflow(cfg.workflow)
     sink = SinkWriter(cfg.output_path(partition), flush_every=cfg.flush_every)
@@ -38,17 +46,19 @@ async def _run_partition(
 
     async def run_task(msg: Message) -> None:
         role: str | None = wf.start(msg)
-        sent = time.time()
+        sent = clock.wall()
         while role is not None:
-            hop = Hop(role=role, actor="local", sent=sent, started=time.time())
+            hop = Hop(role=role, actor="local", sent=sent, started=clock.wall())
             msg.hops.append(hop)
             metrics.observe("queue_wait_seconds", hop.started - sent, role)
             try:
+                if before_step is not None:
+                    await before_step(role, msg)
                 msg = await agents[role].step(msg)
             except Exception as exc:  # a step's own failure ends the task as an error row
                 msg.fail(f"step error in role {role!r}: {type(exc).__name__}: {exc}")
                 metrics.inc("step_errors", role)
-            hop.finished = sent = time.time()
+            hop.finished = sent = clock.wall()
             metrics.observe("step_seconds", hop.finished - hop.started, role)
             metrics.inc("hops", role)
             metrics.inc("messages")
@@ -101,7 +111,9 @@ async def _run_partition(
     return sink, admission
 
 
-async def run_local_async(cfg: RunConfig) -> dict[str, Any]:
+async def run_local_async(cfg: RunConfig, *, before_step: StepHook | None = None) -> dict[str, Any]:
+    """Run `cfg` on the running loop. `before_step(role, msg)` is awaited before every step (the virtual
+    clock charges each hop's CPU there, on the CPU of the actor that would run it)."""
     cfg.check()
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     agents = {spec.role: spec.build() for spec in cfg.roles}
@@ -111,17 +123,17 @@ async def run_local_async(cfg: RunConfig) -> dict[str, Any]:
     series = TimeSeries()
     progress = Progress(None, enabled=cfg.progress)
     calls_before = process_stats()
-    t0 = time.monotonic()
+    t0 = clock.now()
     sampler = asyncio.create_task(_sample(series, metrics, t0))
     try:
         results = await asyncio.gather(
-            *(_run_partition(cfg, p, agents, metrics, progress) for p in range(cfg.num_partitions))
+            *(_run_partition(cfg, p, agents, metrics, progress, before_step) for p in range(cfg.num_partitions))
         )
     finally:
         sampler.cancel()
         for agent in agents.values():
             await agent.close()
-    wall = time.monotonic() - t0
+    wall = clock.now() - t0
     sinks = [s.stats for s, _ in results]
     progress.update(sum(s.finished + s.failed for s in sinks), 0, sum(s.failed for s in sinks), force=True)
     out = build_metrics(
@@ -140,7 +152,7 @@ async def _sample(series: TimeSeries, metrics: Metrics, t0: float) -> None:
     while True:
         await asyncio.sleep(1.0)
         series.sample(
-            time.monotonic() - t0,
+            clock.now() - t0,
             messages=metrics.counter("messages"),
             tasks_in_flight=metrics.counter("in_flight"),
             completion_tokens=metrics.counter("completion_tokens"),

@@ -25,11 +25,11 @@ import contextlib
 import itertools
 import logging
 import math
-import time
 from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from matrix.clock import now as clock_now
 from matrix.llm.sim.behaviour import BehaviourModel, get_behaviour
 from matrix.llm.sim.core import EngineCore, RequestId, StepResult
 from matrix.llm.sim.metrics import Registry
@@ -94,6 +94,7 @@ class SimRequest:
         "output_tokens",
         "preemptions",
         "prompt_tokens",
+        "streaming",
         "token_times",
     )
 
@@ -109,11 +110,13 @@ class SimRequest:
         self.preemptions = 0
         self.finished = False
         self.error: BaseException | None = None
+        self.streaming = False  # only a streaming reader is woken per token; wait() only at the end
         self._changed = asyncio.Event()
 
     def _push(self, t: float) -> None:
         self.token_times.append(t)
-        self._changed.set()
+        if self.streaming:
+            self._changed.set()
 
     def _finish(self, error: BaseException | None = None) -> None:
         self.finished = True
@@ -122,6 +125,7 @@ class SimRequest:
 
     async def updates(self) -> AsyncIterator[list[float]]:
         """Yield the simulated times of newly emitted tokens, in batches, until the last one."""
+        self.streaming = True
         seen = 0
         while True:
             if seen < len(self.token_times):
@@ -138,8 +142,11 @@ class SimRequest:
 
     async def wait(self) -> SimTiming:
         """Wait for the last token; the request's timings."""
-        async for _ in self.updates():
-            pass
+        while not self.finished:
+            await self._changed.wait()
+            self._changed.clear()
+        if self.error is not None:
+            raise self.error
         return self.timing()
 
     def timing(self) -> SimTiming:
@@ -206,7 +213,7 @@ class SimEngine:
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("engine already started")
-        self._wall0 = self._wall_start = time.monotonic()
+        self._wall0 = self._wall_start = clock_now()
         self._wall_stop = None
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"sim-engine-{self.profile.name}")
@@ -216,7 +223,7 @@ class SimEngine:
         """Stop the loop; requests still in flight fail with `EngineStoppedError`."""
         task, self._task = self._task, None
         if self._wall_stop is None and task is not None:
-            self._wall_stop = time.monotonic()
+            self._wall_stop = clock_now()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -252,13 +259,13 @@ class SimEngine:
 
     def now(self) -> float:
         """Simulated seconds since start, by the wall clock on the (re-anchored) schedule."""
-        wall = self._wall_stop if self._wall_stop is not None else time.monotonic()
+        wall = self._wall_stop if self._wall_stop is not None else clock_now()
         return (wall - self._wall0) * self.time_scale
 
     @property
     def effective_time_scale(self) -> float:
         """Simulated seconds the engine has computed per wall second (below the declared scale while it lags)."""
-        wall = self._wall_stop if self._wall_stop is not None else time.monotonic()
+        wall = self._wall_stop if self._wall_stop is not None else clock_now()
         elapsed = wall - self._wall_start
         if elapsed <= 0:
             return self.time_scale
@@ -309,7 +316,7 @@ class SimEngine:
     # ------------------------------------------------------------------------------- the loop
 
     async def _run(self) -> None:
-        # the event loop's clock is time.monotonic(), the clock the schedule is anchored on
+        # the event loop's clock (real or virtual, matrix.clock) is the clock the schedule is anchored on
         loop = asyncio.get_running_loop()
         assert self._wake is not None
         while True:
