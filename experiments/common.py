@@ -65,7 +65,9 @@ def backend_labels(
 
 
 def sim_mark(m: dict[str, Any]) -> str:
-    """The label a simulated figure carries in every table."""
+    """The label a simulated figure carries in every table (and the clock, when it was virtual)."""
+    if m.get("clock") == "virtual":
+        return " (SIMULATED, virtual clock)"
     return " (SIMULATED)" if m.get("simulated") else ""
 
 

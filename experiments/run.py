@@ -59,6 +59,13 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     case = get_case(cfg.case)
     system = get_system(str(cfg.system.name))
     system.check(case, cfg.system)  # before any server starts
+    if str(cfg.clock.name) == "virtual":
+        from experiments.virtual import run_virtual_job
+
+        metrics = run_virtual_job(cfg, case, system, lambda tag: run_dir_for(cfg, case, tag))
+        metrics["run_dir"] = str(run_dir_for(cfg, case, system.tag(case, cfg.system)))
+        print(summary_line(metrics), file=sys.stderr, flush=True)
+        return metrics
     pools, started = SHARED.get(case, cfg.backend)
     settings = case.settings(pools)
     inputs = case.inputs(settings)

@@ -84,7 +84,9 @@ def warm_up_chats(chats: Sequence[WarmUpChat], *, max_concurrency: int | None = 
 
             await asyncio.gather(*(one(*chat) for chat in chats))
 
-    asyncio.run(send_all())
+    from experiments.virtual import run_coroutine
+
+    run_coroutine(send_all())  # on the virtual clock's loop when a job runs there
 
 
 class Case(abc.ABC):

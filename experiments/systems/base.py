@@ -63,6 +63,17 @@ class System(abc.ABC):
     def run(self, job: Job, labels: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Run the job; return its metrics and the config to record (knobs, settings)."""
 
+    async def run_virtual(self, job: Job, labels: dict[str, Any], ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Run the job on the virtual clock's loop (`experiments.virtual`); `ctx` is its VirtualContext."""
+        raise ConfigError(f"system {self.name!r} has no virtual-clock mode; run it with clock=real")
+
+    async def execute_virtual(self, job: Job, base_labels: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        """`execute` on the virtual clock: the same files, with the clock and its CPU charges recorded."""
+        labels = {**base_labels, **self.labels(job.case, job.system_cfg)}
+        metrics, config = await self.run_virtual(job, labels, ctx)
+        metrics["virtual_clock"] = ctx.describe()
+        return finish(job, metrics, labels, {**config, "clock": ctx.describe()})
+
     def execute(self, job: Job, base_labels: dict[str, Any]) -> dict[str, Any]:
         """Run, then write metrics.json and config.json with quality and labels (every system alike)."""
         labels = {**base_labels, **self.labels(job.case, job.system_cfg)}

@@ -26,3 +26,19 @@ class CoralController(System):
         )  # fmt: skip
         metrics = run_controller(job.inputs, cfg)
         return metrics, {"window": window, "settings": job.settings.to_dict()}
+
+    async def run_virtual(self, job: Job, labels: dict[str, Any], ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The controller's own loop on the virtual clock. It is one process: every LLM request charges
+        the measured CPU of the controller's request path (`controller_fair_matrix`, the path the Coral
+        reference used in the paper) on the process's one CPU, so requests queue for it."""
+        from baselines.coral_controller import ControllerConfig, run_controller_async
+
+        pool = job.pools["dialogue"]
+        window = self.concurrency(job.system_cfg)
+        path = str(job.system_cfg.get("request_path") or "controller_fair_matrix")
+        cfg = ControllerConfig(
+            urls=pool.urls, model=pool.model, settings=job.settings, window=window, run_dir=job.run_dir,
+            labels=labels, progress=False, request_cpu=ctx.charger(path, "controller"),
+        )  # fmt: skip
+        metrics = await run_controller_async(job.inputs, cfg)
+        return metrics, {"window": window, "settings": job.settings.to_dict(), "request_path": path}

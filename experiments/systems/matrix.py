@@ -60,3 +60,28 @@ class MatrixP2P(System):
             metrics.update(services())
         config = {"concurrency": c, "partitions": p, "instances": a, "settings": job.case.settings_dict(job.settings)}
         return metrics, config
+
+    async def run_virtual(self, job: Job, labels: dict[str, Any], ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The runtime's own admission, workflow, agents and sink on the local transport, in the virtual
+        loop. Each hop is charged the measured per-hop CPU of an agent actor (`p2p_hop`) on that actor's
+        own CPU: `instances` actors per role, a task's hops going to one of them by its task id."""
+        import zlib
+
+        from matrix.runtime.local import run_local_async
+
+        c, p, a = self._point(job.system_cfg)
+        hop = ctx.charge("p2p_hop")
+
+        async def before_step(role: str, msg: Any) -> None:
+            if hop > 0:
+                await ctx.cpu(f"{role}-{zlib.crc32(msg.task_id.encode()) % a}").charge(hop)
+
+        with job.case.p2p_services(job.settings) as services:
+            cfg = job.case.p2p_config(
+                job.pools, job.settings, job.inputs, job.run_dir, concurrency=c, partitions=p, instances=a,
+                progress=False, labels=labels,
+            )  # fmt: skip
+            metrics = await run_local_async(cfg, before_step=before_step)
+            metrics.update(services())
+        config = {"concurrency": c, "partitions": p, "instances": a, "settings": job.case.settings_dict(job.settings)}
+        return metrics, config
