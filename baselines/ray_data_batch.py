@@ -38,6 +38,17 @@ Deviations from the reference script, on purpose:
   start), while the other half stays free for Ray Data's write tasks.
 - A row whose LLM call fails after the client's retries becomes an error row instead of failing the
   batch; the batch and the run go on.
+- The run's window (`matrix.runtime.window`, the same for every system) starts when the whole
+  actor pool is up, not when the dataset is built. Ray Data launches its pool lazily, inside the
+  execution, so two things make that moment exact: `DataContext.wait_for_min_actors_s` makes the
+  map operator wait for all `data_parallelism` actors to be constructed before it hands out the
+  first batch (without it, batches start on the first actors up while the others still launch),
+  and each actor reports the time its constructor finished. The window starts at the last of those
+  (or at the first batch's start, should a batch ever start earlier); everything before it, the
+  dataset's build and the pool's launch, is `startup_seconds`. The input is read on the driver
+  and put into the object store before the pool launches, so that is startup too; the P2P
+  runtime reads its input inside its window, as it streams it (both take well under a second at
+  6,000 documents).
 
     python -m baselines.ray_data_batch --input docs.jsonl --small-url http://h:8000 --small-model S \\
         --large-url http://h:8001 --large-model L --batch-size 50 --parallelism 4 --out results/runs/nr-ray-data
@@ -67,6 +78,7 @@ from matrix.llm.client import LLMClient, RetryPolicy, message_text
 from matrix.message import DONE, ERROR, Hop, Message, Turn, Usage
 from matrix.metrics import Metrics
 from matrix.runtime.report import AdmissionCounts, build_metrics, exact_summary, write_json, write_run_files
+from matrix.runtime.window import record as window_record
 from matrix.sink import SinkWriter
 from matrix.sources import read_rows
 
@@ -102,7 +114,8 @@ class BatchConfig:
     baseline setting is 240 x 50). `labels` are copied into metrics.json (`time_scale` there scales
     wall time into measured time for simulated servers). `retry` is the client's retry policy
     (None: the client's default, as the P2P roles use). `worker_cpus` is what each actor reserves
-    (None: `auto_worker_cpus`).
+    (None: `auto_worker_cpus`). `pool_start_timeout_s` is how long the actor pool may take to
+    start before the run fails (Ray Data's `wait_for_min_actors_s`).
     """
 
     small_urls: Sequence[str]
@@ -120,6 +133,7 @@ class BatchConfig:
     worker_cpus: float | None = None
     id_field: str | None = "id"
     retry: RetryPolicy | None = None
+    pool_start_timeout_s: int = 600
 
     def __post_init__(self) -> None:
         self.small_urls = _urls("small_urls", self.small_urls)
@@ -132,6 +146,7 @@ class BatchConfig:
         _positive_int("batch_size", self.batch_size)
         _positive_int("data_parallelism", self.data_parallelism)
         _positive_int("max_concurrency_per_replica", self.max_concurrency_per_replica)
+        _positive_int("pool_start_timeout_s", self.pool_start_timeout_s)
         if self.limit is not None:
             _positive_int("limit", self.limit)
         cpus = self.worker_cpus
@@ -159,6 +174,7 @@ class BatchConfig:
             "limit": self.limit,
             "id_field": self.id_field,
             "retry": asdict(self.retry) if self.retry else None,
+            "pool_start_timeout_s": self.pool_start_timeout_s,
             "run_dir": str(self.run_dir),
             "labels": dict(self.labels),
         }
@@ -169,14 +185,19 @@ class BatchConfig:
 
 @ray.remote(num_cpus=0)
 class Tally:
-    """Batch-level counts the workers report after every batch, for the progress line and client stats."""
+    """What the workers report: when each one was ready (constructed), and after every batch its
+    counts, for the progress line and client stats."""
 
     def __init__(self) -> None:
+        self.ready_at: dict[str, float] = {}
         self.docs = 0
         self.failed = 0
         self.completion_tokens = 0
         self.batches = 0
         self.clients: dict[str, dict[str, Any]] = {}
+
+    def ready(self, worker: str, at: float) -> None:
+        self.ready_at.setdefault(worker, at)  # a restarted actor keeps its first time
 
     def add(self, worker: str, docs: int, failed: int, completion_tokens: int, clients: dict[str, Any]) -> None:
         self.docs += docs
@@ -192,6 +213,7 @@ class Tally:
             "completion_tokens": self.completion_tokens,
             "batches": self.batches,
             "clients": dict(self.clients),
+            "ready_at": dict(self.ready_at),
         }
 
 
@@ -208,6 +230,9 @@ class NRBatchWorker:
     came back, `route.work_finished` is when the row's own stages ended and `finished` is when the
     batch returned, the first moment its result exists outside the actor. So end-to-end latency
     includes the wait at the batch barrier.
+
+    The constructor's last act is to tell the tally when it finished: the pool is ready when its
+    last actor is (`pool_ready_at`).
     """
 
     def __init__(
@@ -228,11 +253,15 @@ class NRBatchWorker:
         self.large = LLMClient(list(large_urls), model=large_model, max_concurrency=max_concurrency, retry=retry)
         self.tally = tally
         self.batches = 0
-        try:
-            actor = ray.get_runtime_context().get_actor_id() or ""
-        except Exception:  # outside an actor (unit use): any stable name will do
-            actor = ""
+        actor = ""
+        if ray.is_initialized():  # asking Ray for the runtime context starts a Ray instance when none is up
+            try:
+                actor = ray.get_runtime_context().get_actor_id() or ""
+            except Exception:  # outside an actor (unit use): any stable name will do
+                actor = ""
         self.name = "ray-data-" + (actor[:8] or f"{id(self):x}")
+        if tally is not None:
+            ray.get(tally.ready.remote(self.name, time.time()))
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         records = batch.to_dict("records")
@@ -532,7 +561,8 @@ def timeseries(rows: Sequence[Mapping[str, Any]], t0: float, end: float) -> list
 
 
 def _batch_report(rows: Sequence[Mapping[str, Any]], cfg: BatchConfig, t0: float) -> dict[str, Any]:
-    """How the batches went: sizes, durations, and the share of slot time the barrier left idle."""
+    """How the batches went: sizes, durations, the share of slot time the barrier left idle, and how
+    long after `t0` (the window's start, epoch seconds) the first batch started."""
     batches = _batches(rows)
     slot = busy = 0.0
     for r in rows:
@@ -553,7 +583,7 @@ def _batch_report(rows: Sequence[Mapping[str, Any]], cfg: BatchConfig, t0: float
         "batch_rows": exact_summary(sorted(float(n) for _, _, n in batches.values())),
         "batch_seconds": exact_summary(sorted(e - s for s, e, _ in batches.values())),
         "barrier_idle_fraction": 1.0 - busy / slot if slot > 0 else 0.0,
-        "startup_seconds": first - t0 if first is not None else None,
+        "first_batch_after_start_seconds": first - t0 if first is not None else None,
     }
 
 
@@ -605,27 +635,41 @@ def worker_cpus(cfg: BatchConfig) -> float:
     return float(cfg.worker_cpus) if cfg.worker_cpus is not None else auto_worker_cpus(cfg.data_parallelism)
 
 
+def worker_kwargs(cfg: BatchConfig, tally: Any = None) -> dict[str, Any]:
+    """The constructor arguments of every pool actor (`NRBatchWorker(**worker_kwargs(cfg))`)."""
+    return {
+        "small_urls": list(cfg.small_urls),
+        "large_urls": list(cfg.large_urls),
+        "small_model": cfg.small_model,
+        "large_model": cfg.large_model,
+        "settings": cfg.settings.to_dict(),
+        "max_concurrency": cfg.max_concurrency_per_replica,
+        "retry": cfg.retry,
+        "tally": tally,
+    }
+
+
+def pool_ready_at(ready_at: Mapping[str, float], pool_size: int) -> float | None:
+    """When the pool was up: the `pool_size`-th actor's ready time (an actor restarted later, or one
+    beyond the pool, does not move it); None when no actor reported."""
+    times = sorted(ready_at.values())
+    return times[min(pool_size, len(times)) - 1] if times else None
+
+
 def _execute(records: list[dict[str, Any]], cfg: BatchConfig, staging: Path, tally: Any) -> None:
-    """Build the dataset, run map_batches over the actor pool, and write the rows with Ray Data."""
+    """Build the dataset, run map_batches over the actor pool (started in full before the first
+    batch), and write the rows with Ray Data."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    bars = ctx.enable_progress_bars
+    bars, wait = ctx.enable_progress_bars, ctx.wait_for_min_actors_s
     ctx.enable_progress_bars = False  # the progress line above replaces Ray Data's bars
+    ctx.wait_for_min_actors_s = cfg.pool_start_timeout_s  # the whole pool is up before the first batch
     try:
         items = ray.data.from_items(records, override_num_blocks=max(1, math.ceil(len(records) / cfg.batch_size)))
         ds = items.map_batches(
             NRBatchWorker,
-            fn_constructor_kwargs={
-                "small_urls": list(cfg.small_urls),
-                "large_urls": list(cfg.large_urls),
-                "small_model": cfg.small_model,
-                "large_model": cfg.large_model,
-                "settings": cfg.settings.to_dict(),
-                "max_concurrency": cfg.max_concurrency_per_replica,
-                "retry": cfg.retry,
-                "tally": tally,
-            },
+            fn_constructor_kwargs=worker_kwargs(cfg, tally),
             batch_size=cfg.batch_size,
             compute=ray.data.ActorPoolStrategy(size=cfg.data_parallelism),
             num_cpus=worker_cpus(cfg),
@@ -633,7 +677,7 @@ def _execute(records: list[dict[str, Any]], cfg: BatchConfig, staging: Path, tal
         )
         ds.write_json(str(staging))
     finally:
-        ctx.enable_progress_bars = bars
+        ctx.enable_progress_bars, ctx.wait_for_min_actors_s = bars, wait
 
 
 def run_batch(source: str | Path | Iterable[dict[str, Any]], cfg: BatchConfig) -> dict[str, Any]:
@@ -657,21 +701,26 @@ def run_batch(source: str | Path | Iterable[dict[str, Any]], cfg: BatchConfig) -
         records = plan_records(source, sink.done, stats, id_field=cfg.id_field, limit=cfg.limit)
         tally = Tally.remote() if records else None  # type: ignore[attr-defined]
         reporter = _Reporter(tally, len(records), cfg.progress and tally is not None)
-        t0_wall, t0 = time.time(), time.monotonic()
+        launched_at, t0 = time.time(), time.monotonic()
         ok = False
         try:
             if records:
                 _execute(records, cfg, staging, tally)
             ok = True
         finally:
-            wall = time.monotonic() - t0
-            end_wall = time.time()
+            total = time.monotonic() - t0
             reporter.close(final=ok and cfg.progress and tally is not None)
             client = ray.get(tally.snapshot.remote()) if ok and tally is not None else {"clients": {}}
             if tally is not None:
                 ray.kill(tally)
         got = gather_output(staging) if staging.exists() else []
         new_rows = [row for _, row in got]
+        # The window: from the pool being up (or the first batch's start, were it earlier) to the end.
+        ready_at = pool_ready_at(client.get("ready_at") or {}, cfg.data_parallelism) or launched_at
+        first = min((s for s, _, _ in _batches(new_rows).values()), default=ready_at)
+        start_at = min(ready_at, first)
+        wall = max(0.0, total - (start_at - launched_at))
+        end_at = start_at + wall
         for row in new_rows:
             sink.accept(message_of(row))
         stats.in_flight = len(records) - len(got)  # rows Ray Data never returned (0 unless something broke)
@@ -706,7 +755,8 @@ def run_batch(source: str | Path | Iterable[dict[str, Any]], cfg: BatchConfig) -
             "quality": nr.quality(read_output(cfg.output_path)),
             "documents": len(records),
             "bad_documents": sum(1 for r in new_rows if "BadDocument" in str(r.get("error") or "")),
-            "ray_data": _batch_report(new_rows, cfg, t0_wall),
+            **window_record(launched_at=launched_at, ready_at=ready_at, start_at=start_at, end_at=end_at),
+            "ray_data": _batch_report(new_rows, cfg, start_at),
             "llm_client": {
                 "requests": sum(c["requests"] for c in clients),
                 "retries": sum(c["retries"] for c in clients),
@@ -715,7 +765,7 @@ def run_batch(source: str | Path | Iterable[dict[str, Any]], cfg: BatchConfig) -
             },
         },
     )
-    return write_run_files(cfg.run_dir, out, timeseries(new_rows, t0_wall, end_wall), metrics.to_prometheus())
+    return write_run_files(cfg.run_dir, out, timeseries(new_rows, start_at, end_at), metrics.to_prometheus())
 
 
 def _describe(source: Any) -> str:

@@ -20,6 +20,11 @@
 One file per part: `directory` (how actors find and reach each other), `agent_actor`,
 `sink_actor`, `admission_actor`, `payload_owners` (who serves and frees offloaded fields), and
 this driver, which deploys the actors of one run, drives it to the end and collects the results.
+
+The run's window (`matrix.runtime.window`, the same for every system) starts once every actor is
+up: the agents have set up their roles and the sinks and admissions answer. Deploying them is
+startup (`startup_seconds`); the window ends when the last admission has seen its last task
+credited, i.e. the sinks have accepted every row.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from matrix.runtime.config import RunConfig
 from matrix.runtime.directory import Directory
 from matrix.runtime.report import Progress, PrometheusExporter, build_metrics, gauges_text, write_run_files
 from matrix.runtime.sink_actor import SinkActor
+from matrix.runtime.window import record as window_record
 
 __all__ = [
     "AdmissionActor",
@@ -98,6 +104,7 @@ class RayRun:
     def __init__(self, cfg: RunConfig) -> None:
         cfg.check()
         ensure_ray()
+        self.launched_at = time.time()  # startup: from here until every actor is up
         self.cfg = cfg
         self.run_id = uuid.uuid4().hex[:8]
         # Set from a signal handler (run_ray) or another thread: stop admitting, drain, close the output.
@@ -144,6 +151,11 @@ class RayRun:
             )
         )
         ray.get([h.ready.remote() for entries in self.agents.values() for _, h in entries])
+        # Sinks and admissions too: an actor still starting would otherwise start inside the window.
+        ray.get(
+            [s.counts.remote() for s in self.sinks.values()] + [a.progress.remote() for a in self.admissions.values()]
+        )
+        self.ready_at = time.time()
 
     def all_agents(self) -> list[tuple[str, Any]]:
         return [x for entries in self.agents.values() for x in entries]
@@ -176,7 +188,7 @@ class RayRun:
         if cfg.prometheus_port is not None:
             exporter = PrometheusExporter(cfg.prometheus_host, cfg.prometheus_port)
             print(f"matrix: metrics for Prometheus at {exporter.url}", file=sys.stderr, flush=True)
-        t0 = time.monotonic()
+        start_at, t0 = time.time(), time.monotonic()
         last_export = 0.0
         refs = [a.run.remote() for a in self.admissions.values()]
         pending = list(refs)
@@ -250,6 +262,9 @@ class RayRun:
                 # Each agent actor's process since it (re)started: a killed actor's earlier calls are not here.
                 "llm_calls": llm_calls,
                 "actors": {role: len(v) for role, v in self.agents.items()},
+                **window_record(
+                    launched_at=self.launched_at, ready_at=self.ready_at, start_at=start_at, end_at=start_at + wall
+                ),
                 "stopped": None
                 if stopped_at is None
                 else {

@@ -23,6 +23,7 @@ from aiohttp import web
 from baselines.ray_data_batch import BatchConfig, run_batch
 from matrix.cases import nr
 from matrix.llm.client import RetryPolicy
+from matrix.runtime import window
 from matrix.runtime.local import run_local_async
 from tests.cases.local_run import case_run_config
 from tests.cases.nr.test_natural_reasoning import FRENCH, PLAIN, REASONING
@@ -197,6 +198,15 @@ def test_every_document_gets_one_row_and_the_funnel_follows_the_model(tmp_path: 
     assert cfg_json["batch_size"] == 4 and cfg_json["data_parallelism"] == 2 and cfg_json["input"].startswith("<30")
     assert json.loads((tmp_path / "ray" / "metrics.json").read_text())["tokens_generated"] == ray_tokens
     assert any((tmp_path / "ray" / "ray_data_output").iterdir())  # what Ray Data wrote
+
+    # The window starts once the whole pool is up (not at the dataset's build); the launch is startup.
+    w = m["window"]
+    assert w["definition"] == window.DEFINITION
+    assert w["launched_at"] < w["ready_at"] == w["start_at"] < w["end_at"]
+    assert m["startup_seconds"] == pytest.approx(w["ready_at"] - w["launched_at"]) and m["startup_seconds"] > 0
+    assert m["wall_seconds"] == pytest.approx(w["end_at"] - w["start_at"])
+    assert min(r["route"]["batch_started"] for r in out) >= w["start_at"]
+    assert rd["first_batch_after_start_seconds"] >= 0
 
 
 def test_bad_lines_documents_and_calls_become_error_rows_and_the_run_goes_on(tmp_path: Path) -> None:

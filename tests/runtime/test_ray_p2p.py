@@ -16,6 +16,7 @@ import matrix.bench.dummy  # noqa: F401
 from matrix.agent import RoleSpec
 from matrix.bench.dummy import Echo
 from matrix.runtime.config import RunConfig
+from matrix.runtime import window
 from matrix.runtime.ray_p2p import RayRun, run_ray
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
@@ -49,6 +50,13 @@ def test_end_to_end_with_bad_rows_and_step_errors(tmp_path: Path) -> None:
     assert m["peak_in_flight"] <= 16
     assert m["internal_errors"] == []
     assert (tmp_path / "run" / "metrics.json").exists()
+    # The window starts once every actor is up (their launch is startup) and ends with the last row.
+    w = m["window"]
+    assert w["definition"] == window.DEFINITION
+    assert w["launched_at"] < w["ready_at"] <= w["start_at"] < w["end_at"]
+    assert m["startup_seconds"] == pytest.approx(w["ready_at"] - w["launched_at"]) and m["startup_seconds"] > 0
+    assert m["wall_seconds"] == pytest.approx(w["end_at"] - w["start_at"])
+    assert w["start_at"] <= min(r["created"] for r in rows) and max(r["finished"] for r in rows) <= w["end_at"]
 
 
 def run_with_kill(run: RayRun, done_before_kill: int, kill: Callable[[], None]) -> dict:
