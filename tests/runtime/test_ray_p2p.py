@@ -15,8 +15,8 @@ import pytest
 import matrix.bench.dummy  # noqa: F401
 from matrix.agent import RoleSpec
 from matrix.bench.dummy import Echo
-from matrix.runtime.config import RunConfig
 from matrix.runtime import window
+from matrix.runtime.config import RunConfig
 from matrix.runtime.ray_p2p import RayRun, run_ray
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
