@@ -207,16 +207,19 @@ def apply_limits(
         text = json.dumps([dict(c) for c in reply.tool_calls])
         reply = Reply(text, reply.completion_tokens, "stop")
     text = reply.content or ""
-    atoms = token_pieces(text) if text else []
+    atoms: list[str] | None = None  # the text's token pieces, cut only when a limit needs them
     if stop and text:
         cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
         if cut >= 0:
+            atoms = token_pieces(text)
             text = text[:cut]
             kept = token_pieces(text) if text else []
             reply = Reply(text, _scaled_count(reply, text, len(kept), len(atoms)), "stop")
             atoms = kept
             ignore_eos = False  # a stop string ends generation even under ignore_eos (vLLM does too)
     if max_tokens is not None and reply.completion_tokens > max_tokens:
+        if atoms is None:
+            atoms = token_pieces(text) if text else []
         if reply.completion_tokens == len(atoms):
             text = "".join(atoms[:max_tokens])
         else:
