@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import re
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,8 @@ from matrix.sources import read_rows
 from tests.experiments.conftest import compose_cfg
 from tests.llm.fake_openai import Behaviour, FakeServer, serve_fake_in_thread
 
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = REPO / "results" / "reference"
 EMPTY_REPLY = {
     "id": "cmpl-empty",
     "object": "chat.completion",
@@ -384,3 +387,30 @@ def test_coral_pair_times_the_same_window(tmp_path: Path) -> None:
                     "system.concurrency=4")  # fmt: skip
     check_window(runs[0])
     check_window(runs[1])
+
+
+# ------------------------------------------------------------------------------- what the results say
+
+
+def test_the_docs_count_the_reference_runs_there_are() -> None:
+    runs = len(list(REFERENCE.glob("*/*/*/metrics.json")))
+    readme = re.findall(r"`results/reference/` \((\d+) reference runs", (REPO / "README.md").read_text())
+    reproduce = re.findall(r"\((\d+) runs: the Coral", (REPO / "REPRODUCE.md").read_text())
+    assert readme and reproduce and {int(n) for n in readme + reproduce} == {runs}
+
+
+def test_the_overhead_benchmarks_reference_figure_says_it_is_quoted_not_measured() -> None:
+    from experiments.bench.overhead import reference_block
+
+    ref = json.loads((REPO / "results" / "bench" / "overhead.json").read_text())["reference"]
+    assert ref == reference_block() and ref["measured"] is False and ref["source"].startswith("quoted")
+
+
+def test_sim_pair_tables_say_their_quality_is_equal_by_construction(tmp_path: Path) -> None:
+    from experiments import tables
+
+    made = {t.name: "\n".join(t.notes) for t in tables.make_tables([REFERENCE], tmp_path, write=False).tables}
+    for name in ("table1_coral", "table9_nr", "table10_tau2", "table10_tau2_layout"):
+        assert "equal in both columns by construction" in made[name], name
+    for name in ("table9_nr_small_cpu", "table10_tau2_small_cpu"):  # real models: a measurement on each side
+        assert "by construction" not in made[name], name
