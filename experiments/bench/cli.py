@@ -194,6 +194,12 @@ def cmd_bench_offload(args: argparse.Namespace) -> int:
     return offload.main(args)
 
 
+def cmd_bench_ceiling(args: argparse.Namespace) -> int:
+    from experiments.bench import ceiling
+
+    return ceiling.main(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from experiments.bench.demo import run_demo
 
@@ -270,6 +276,28 @@ def register_cli(sub: Any) -> None:
     c.add_argument("--run-root", type=Path, default=Path("results/runs"), help="run directories' root")
     c.add_argument("--run-id", help="the faulty run's directory name (default chaos-<timestamp>)")
     c.set_defaults(func=cmd_bench_chaos)
+
+    g = bsub.add_parser(
+        "ceiling",
+        help="CPU per LLM request of each scheduler's request path against an instant local server (the "
+        "single-process ceiling: fair-matrix, legacy aiohttp, pooled client, tau2 threads, controller, P2P hops)",
+    )
+    g.add_argument("--concurrency", type=csv_ints, help="requests in flight, comma-separated (default 1,64,512)")
+    g.add_argument("--repeats", type=int, default=3, help="measured batches per point (default 3)")
+    g.add_argument(
+        "--paths", help="comma-separated subset of the paths (default all; see experiments/bench/ceiling.py)"
+    )
+    g.add_argument("--scale", type=float, default=1.0, help="multiply the requests per batch (default 1)")
+    g.add_argument(
+        "--fair-matrix-dir", type=Path, help="fair-matrix's side directory (default .venv/side/fair-matrix-0.2.6)"
+    )
+    g.add_argument(
+        "--install-fair-matrix",
+        action="store_true",
+        help="first pip install fair-matrix (--no-deps, with its client's pins) into that side directory",
+    )
+    g.add_argument("--out", type=Path, help="JSON path (default results/bench/process_ceiling.json)")
+    g.set_defaults(func=cmd_bench_ceiling)
 
     d = sub.add_parser(
         "demo",
