@@ -47,3 +47,20 @@ class RayDataBatch(System):
         )  # fmt: skip
         metrics = run_batch(job.inputs, cfg)
         return metrics, {"batch_size": b, "parallelism": w, "settings": job.settings.to_dict()}
+
+    async def run_virtual(self, job: Job, labels: dict[str, Any], ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A model of the pipeline's scheduling on the virtual clock (Ray Data's actors cannot run on
+        one loop): the baseline's blocks, dispatch and batch barrier, its own per-row code, each actor
+        one CPU of its own that every request charges (`experiments/virtual/ray_data.py`)."""
+        from baselines.ray_data_batch import BatchConfig
+        from experiments.virtual.ray_data import CHARGE_KEY, MODEL, run_model
+
+        w, b = self._point(job.system_cfg)
+        small, large = job.pools["small"], job.pools["large"]
+        cfg = BatchConfig(
+            small_urls=small.urls, large_urls=large.urls, small_model=small.model, large_model=large.model,
+            settings=job.settings, batch_size=b, data_parallelism=w, run_dir=job.run_dir, labels=labels,
+            progress=job.progress, limit=job.case.limit(job.inputs), worker_cpus=1.0,
+        )  # fmt: skip
+        metrics = await run_model(job.inputs, cfg, cpu=ctx.cpu, charge=ctx.charge(CHARGE_KEY))
+        return metrics, {"batch_size": b, "parallelism": w, "settings": job.settings.to_dict(), "model": MODEL}
