@@ -72,7 +72,7 @@ class System(abc.ABC):
         labels = {**base_labels, **self.labels(job.case, job.system_cfg)}
         metrics, config = await self.run_virtual(job, labels, ctx)
         metrics["virtual_clock"] = ctx.describe()
-        return finish(job, metrics, labels, {**config, "clock": ctx.describe()})
+        return finish(job, metrics, labels, {**config, "virtual_clock": ctx.describe()})
 
     def execute(self, job: Job, base_labels: dict[str, Any]) -> dict[str, Any]:
         """Run, then write metrics.json and config.json with quality and labels (every system alike)."""

@@ -38,6 +38,7 @@ async def _run_partition(
     admission: Admission
 
     async def finish(msg: Message) -> None:
+        msg.route["partition"] = partition  # as the Ray transport's admission records it
         if sink.accept(msg):
             if admission.credit(msg.key):
                 metrics.inc("in_flight", "", -1)
@@ -71,6 +72,7 @@ async def _run_partition(
     failures: list[BaseException] = []
 
     async def send(msg: Message) -> None:
+        msg.route["partition"] = partition
         metrics.inc("in_flight")
         t = asyncio.create_task(run_task(msg))
         tasks.add(t)
