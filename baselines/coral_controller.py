@@ -57,6 +57,7 @@ from matrix.llm.client import LLMClient, RetryPolicy, message_text
 from matrix.message import DONE, ERROR, Hop, Message, Turn, Usage, new_message
 from matrix.metrics import Metrics, TimeSeries
 from matrix.runtime.report import AdmissionCounts, Progress, build_metrics, write_run_files
+from matrix.runtime.window import record as window_record
 from matrix.sink import SinkWriter
 from matrix.sources import read_rows
 
@@ -274,12 +275,16 @@ async def run_controller_async(rows: list[dict[str, Any]], cfg: ControllerConfig
         sink.accept(msg)
         progress.update(sink.stats.finished + sink.stats.failed, len(pending), sink.stats.failed)
 
+    launched_at = clock.wall()
     t0 = clock.now()
     wall = 0.0
     try:
         async with LLMClient(
             list(cfg.urls), model=cfg.model, max_concurrency=cfg.max_concurrency, retry=cfg.retry
         ) as llm:
+            # The window (matrix.runtime.window) starts here: the client is open; nothing else launches.
+            ready_at = clock.wall()
+            t0 = clock.now()
             conversations = Conversations(llm, cfg.settings, metrics, cfg.request_cpu)
             sampler = asyncio.create_task(_sample(series, sink, stats, metrics, llm, progress, t0))
             for msg in todo:
@@ -327,6 +332,7 @@ async def run_controller_async(rows: list[dict[str, Any]], cfg: ControllerConfig
                 "replicas": len(cfg.urls),
                 "settings": cfg.settings.to_dict(),
             },
+            **window_record(launched_at=launched_at, ready_at=ready_at, start_at=ready_at, end_at=ready_at + wall),
             "llm_client": {
                 "requests": client.requests,
                 "retries": client.retries,

@@ -18,6 +18,7 @@ from matrix.message import ERROR, Hop, Message
 from matrix.metrics import Metrics, TimeSeries
 from matrix.runtime.config import RunConfig
 from matrix.runtime.report import Progress, build_metrics, write_run_files
+from matrix.runtime.window import record as window_record
 from matrix.sink import SinkWriter
 from matrix.sources import read_rows
 from matrix.workflow import get_workflow
@@ -118,6 +119,7 @@ async def run_local_async(cfg: RunConfig, *, before_step: StepHook | None = None
     clock charges each hop's CPU there, on the CPU of the actor that would run it)."""
     cfg.check()
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    launched_at = clock.wall()
     agents = {spec.role: spec.build() for spec in cfg.roles}
     for agent in agents.values():
         await agent.setup()
@@ -125,6 +127,7 @@ async def run_local_async(cfg: RunConfig, *, before_step: StepHook | None = None
     series = TimeSeries()
     progress = Progress(None, enabled=cfg.progress)
     calls_before = process_stats()
+    ready_at = clock.wall()  # the window (matrix.runtime.window): every role set up
     t0 = clock.now()
     sampler = asyncio.create_task(_sample(series, metrics, t0))
     try:
@@ -145,7 +148,10 @@ async def run_local_async(cfg: RunConfig, *, before_step: StepHook | None = None
         admissions=[a.snapshot() for _, a in results],
         metrics=metrics,
         # Every LLM client of this process, so a second run at the same time in it would count here too.
-        extra={"llm_calls": process_stats().since(calls_before).to_dict()},
+        extra={
+            "llm_calls": process_stats().since(calls_before).to_dict(),
+            **window_record(launched_at=launched_at, ready_at=ready_at, start_at=ready_at, end_at=ready_at + wall),
+        },
     )
     return write_run_files(cfg.run_dir, out, series.rows, metrics.to_prometheus())
 

@@ -376,11 +376,6 @@ def test_tau2_pair_times_the_same_window(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("local_ray", "shared_pools")
-@pytest.mark.xfail(
-    strict=True,
-    reason="baselines/coral_controller.py does not record its window yet (its clock starts at its client, "
-    "which launches nothing); remove this mark when it records `window` and `startup_seconds`",
-)
 def test_coral_pair_times_the_same_window(tmp_path: Path) -> None:
     runs = run_pair(tmp_path, {"matrix": (), "coral-controller": ()}, "case=coral", "backend=sim",
                     "backend.time_scale=20", "case.input=generated", "case.limit=8", "case.max_turns=4",
