@@ -173,17 +173,23 @@ class VirtualLoop:
         return self.loop.run_until_complete(coro)
 
     def __enter__(self) -> VirtualLoop:
+        from matrix.llm import client
+
         asyncio.set_event_loop(self.loop)
         clock.set_virtual_epoch(time.time())
+        client.DEFAULT_SEED = 0  # replica choices repeat, so a virtual run's figures do too
         VirtualLoop.current = self
         return self
 
     def __exit__(self, *exc: object) -> None:
         from matrix.llm.sim.inproc import stop_inproc_replicas
 
+        from matrix.llm import client
+
         try:
             self.run(stop_inproc_replicas())
         finally:
+            client.DEFAULT_SEED = None
             VirtualLoop.current = None
             clock.set_virtual_epoch(None)
             asyncio.set_event_loop(None)

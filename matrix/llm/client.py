@@ -40,6 +40,9 @@ RETRYABLE_4XX = frozenset({408, 425, 429})
 # Routes whose 200 reply must be a completion (a non-empty list of choices) to count as an answer.
 COMPLETION_PATHS = frozenset({"/chat/completions", "/completions"})
 MAX_REPLY_BYTES = 256 * 1024 * 1024
+# The seed of clients made without one (None: each client draws its own). The virtual clock sets it so
+# that a virtual run's replica choices, and with them its timings, repeat exactly.
+DEFAULT_SEED: int | None = None
 INPROC = "inproc://"  # simulated replicas in this event loop (matrix.llm.sim.inproc), no socket
 
 
@@ -236,6 +239,8 @@ class LLMClient:
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
+        if seed is None:
+            seed = DEFAULT_SEED
         eps = [
             e if isinstance(e, Endpoint) else Endpoint(_normalise_url(e), max_concurrency=max_concurrency)
             for e in endpoints

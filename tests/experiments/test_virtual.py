@@ -49,6 +49,7 @@ def test_a_virtual_run_writes_the_results_contract_labelled_simulated(tmp_path: 
     # deterministic rows: a second run of the same job writes the same trajectories
     again = virtual(tmp_path / "again", "system=matrix", "system.concurrency=8", "clock.charge_cpu=false")
     assert {k: without_times(r) for k, r in rows(m).items()} == {k: without_times(r) for k, r in rows(again).items()}
+    assert again["tokens_per_second"] == m["tokens_per_second"]  # replica choices are seeded too
 
 
 def test_cpu_charges_bound_a_single_process_but_not_separate_actors(tmp_path: Path) -> None:
