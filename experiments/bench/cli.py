@@ -206,6 +206,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.overrides)
 
 
+def cmd_bench_virtual(args: argparse.Namespace) -> int:
+    from experiments.bench import virtual
+
+    return virtual.main(args)
+
+
 def register_cli(sub: Any) -> None:
     """Add `matrix bench ...` and `matrix demo` to the `matrix` command's subparsers."""
     bench = sub.add_parser("bench", help="benchmarks that write JSON under results/bench/")
@@ -298,6 +304,14 @@ def register_cli(sub: Any) -> None:
     )
     g.add_argument("--out", type=Path, help="JSON path (default results/bench/process_ceiling.json)")
     g.set_defaults(func=cmd_bench_ceiling)
+
+    v = bsub.add_parser(
+        "virtual", help="the committed twin runs again on the virtual clock (SIMULATED): within 10%% of real time?"
+    )
+    v.add_argument("--only", help="comma-separated substrings of the reference runs to check (default: all)")
+    v.add_argument("--run-root", default="results/runs/virtual-validation", help="where the virtual runs go")
+    v.add_argument("--out", type=Path, help="JSON path (default results/bench/virtual_clock_validation.json)")
+    v.set_defaults(func=cmd_bench_virtual)
 
     d = sub.add_parser(
         "demo",
