@@ -34,6 +34,7 @@ from matrix.tools.sandbox import detect_sandbox, sandbox_argv
 
 ErrorKind = Literal["crashed", "hung", "lost_lease", "bad_request", "server_error"]
 SERVER_MODULE = "matrix.cases.tau2.tool_server"
+SCHEME_INPROC = "inproc://"  # a lease on an in-process server (matrix.tools.inproc): no socket
 _LAUNCHERS = {"bwrap", "apptainer", "starter", "starter-suid", "squashfuse_ll", "fuse-overlayfs"}
 
 
@@ -75,6 +76,7 @@ class ToolPoolConfig:
     max_restarts: int = 16
     stop_grace_s: float = 5.0
     python: str = field(default_factory=lambda: sys.executable)
+    costs: dict[str, float] = field(default_factory=dict)  # sandbox "inproc" only: see matrix.tools.inproc
 
     def __post_init__(self) -> None:
         if self.servers < 1:
@@ -138,6 +140,10 @@ async def call_tool(lease: Lease, tool_call: dict[str, Any], *, timeout: float) 
     ToolServerError: "crashed" when the server is gone, "hung" past `timeout`, "lost_lease" when the
     server no longer knows the session, "bad_request"/"server_error" for other 4xx/5xx answers.
     """
+    if lease.server_url.startswith(SCHEME_INPROC):
+        from matrix.tools.inproc import call_inproc
+
+        return await call_inproc(lease, tool_call, timeout=timeout)
     name = tool_call.get("name")
     url = f"{lease.server_url}/sessions/{lease.session}/call"
     what = f"tool {name!r} on lease {lease.lease_id} (task {lease.task_id!r}, server {lease.server_index})"

@@ -4,6 +4,9 @@ Agents carry a lease in the task's message and call the leased server directly (
 acquire and release go through the pool. Leases are keyed by their holder (task id and trial), so a
 task that is replayed from its start (its actor died) gets a fresh session and its earlier one is
 closed instead of leaking a slot.
+
+`sandbox: inproc` gives the same pool over in-process servers (`matrix.tools.inproc`: no process, no
+socket, costs charged on the loop's clock), which is what a run on the virtual clock uses.
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from matrix.tools.inproc import SANDBOX as INPROC
+from matrix.tools.inproc import InprocToolPool
 from matrix.tools.pool import Lease, ToolPoolConfig, ToolServerPool
+
+
+def make_pool(config: ToolPoolConfig) -> ToolServerPool | InprocToolPool:
+    """The pool for `config.sandbox`: in-process servers for "inproc", sandboxed processes otherwise."""
+    return InprocToolPool(config) if config.sandbox == INPROC else ToolServerPool(config)
 
 
 class KeyedPool:
@@ -19,7 +29,7 @@ class KeyedPool:
 
     def __init__(self, config: ToolPoolConfig | dict[str, Any]) -> None:
         self.config = config if isinstance(config, ToolPoolConfig) else ToolPoolConfig(**config)
-        self.pool = ToolServerPool(self.config)
+        self.pool = make_pool(self.config)
         self.by_holder: dict[str, Lease] = {}
         self.replaced = 0
 
@@ -86,4 +96,4 @@ async def run_local(config: ToolPoolConfig | dict[str, Any]) -> KeyedPool:
     return pool
 
 
-__all__ = ["KeyedPool", "ToolPoolActor", "run_local", "start_pool_actor", "stop_pool_actor"]
+__all__ = ["KeyedPool", "ToolPoolActor", "make_pool", "run_local", "start_pool_actor", "stop_pool_actor"]
