@@ -8,7 +8,8 @@ This module only moves a trajectory between roles the way tau2's `Orchestrator` 
 - the assistant's fixed greeting opens the conversation, then the user simulator speaks;
 - a user or assistant message carries either text or tool calls; tool calls go to the `tool`
   role, which runs them on the task's own environment (a leased tool server, see
-  `matrix.tools`), and the results go back to the caller;
+  `matrix.tools`; in-process on the virtual clock, `matrix.tools.inproc`), and the results go back
+  to the caller;
 - the user's stop tokens (`###STOP###`, `###TRANSFER###`, `###OUT-OF-SCOPE###`) end the task, as do
   `max_steps` (200, the paper's) or `max_errors` tool errors, counted as tau2 counts them;
 - then `reward` scores the trajectory with tau2's `evaluate_simulation` on the task's reward basis
@@ -41,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+from matrix import clock
 from matrix.agent import Agent, RoleSpec
 from matrix.cases.common import Sampling, llm_role_config, mean_ci
 from matrix.llm.agent import LLMAgent
@@ -141,7 +143,16 @@ def task_rows(domain: str, tasks: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 def _now() -> str:
-    return datetime.now().isoformat()
+    """tau2's timestamp format (local time, ISO) on the run's clock (virtual on the virtual clock)."""
+    return datetime.fromtimestamp(clock.wall()).isoformat()
+
+
+async def _off_loop(fn: Any, *args: Any) -> Any:
+    """`fn(*args)` in a worker thread, so the loop keeps serving; inline on the virtual clock, where a
+    thread would let simulated time run on while it works (its CPU is not the loop's clock)."""
+    if clock.is_virtual():
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
 
 
 def tau2_messages(turns: Iterable[Turn | Mapping[str, Any]]) -> list[Any]:
@@ -310,7 +321,7 @@ class _Tau2LLMRole(LLMAgent):
     async def setup(self) -> None:
         await super().setup()  # the shared client (config: urls, model, max_concurrency)
         self.settings = Tau2Settings.from_dict(self.config.get("settings"))
-        self.dom = await asyncio.to_thread(_Domain.get, self.settings.domain)
+        self.dom = await _off_loop(_Domain.get, self.settings.domain)
         self.retries = int(self.config.get("empty_retries", 3))
 
     def request(self, history: list[Any], message: Message) -> tuple[list[Any], list[dict[str, Any]] | None]:
@@ -503,6 +514,12 @@ def register_local_pool(name: str, pool: Any) -> None:
     _local_pools[name] = pool
 
 
+def unregister_local_pool(name: str, pool: Any = None) -> None:
+    """Forget the pool registered as `name` (only if it is `pool`, when given)."""
+    if pool is None or _local_pools.get(name) is pool:
+        _local_pools.pop(name, None)
+
+
 class _PoolHandle:
     """acquire/release through an in-process pool or the named Ray actor hosting one."""
 
@@ -589,7 +606,7 @@ class RewardAgent(Agent):
     async def setup(self) -> None:
         self.settings = Tau2Settings.from_dict(self.config.get("settings"))
         self.pool = _PoolHandle(str(self.config.get("pool", "tau2_tools")))
-        self.dom = await asyncio.to_thread(_Domain.get, self.settings.domain)
+        self.dom = await _off_loop(_Domain.get, self.settings.domain)
 
     async def step(self, message: Message) -> Message:
         route = message.route
@@ -608,9 +625,7 @@ class RewardAgent(Agent):
             return message.fail(f"tau2 domain {self.settings.domain!r} has no task {message.task_id!r}")
         turns = [{"role": r, "content": c} for r, c in await self.history(message)]
         row = {"task_id": message.task_id, "trial": message.trial, "turns": turns, "route": route}
-        info = await asyncio.to_thread(
-            evaluate, self.settings.domain, task, simulation_of(row), self.settings.evaluation
-        )
+        info = await _off_loop(evaluate, self.settings.domain, task, simulation_of(row), self.settings.evaluation)
         message.turns.append(Turn("reward", info))
         return message
 
@@ -683,4 +698,5 @@ __all__ = [
     "task_rows",
     "tau2_messages",
     "trial_seeds",
+    "unregister_local_pool",
 ]
