@@ -43,3 +43,28 @@ class Tau2Threads(System):
         )  # fmt: skip
         metrics = run_threads(cfg)
         return metrics, {"threads": threads, "settings": job.settings.to_dict()}
+
+    async def run_virtual(self, job: Job, labels: dict[str, Any], ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A model of the threaded runner's scheduling on the virtual clock (`experiments/virtual/tau2_threads.py`):
+        N worker coroutines drive the case's own tau2 roles, the runner's one CPU charged per LLM call
+        (`tau2_litellm_thread`) and per results rewrite (`tau2_rewrite`, else the committed fit)."""
+        from baselines.tau2_threads import ThreadsConfig
+        from experiments.virtual.tau2_threads import ThreadsCosts, run_threads_model
+
+        pool = job.pools["agent"]
+        n = job.system_cfg.get("replicas")
+        if n is not None and int(n) < len(pool.urls):
+            pool = replace(pool, urls=pool.urls[: int(n)])
+            labels["hardware"] = f"{labels.get('hardware')} (the baseline on {n} of {len(job.pools['agent'].urls)})"
+            labels["replicas"] = int(n)
+        threads = self.concurrency(job.system_cfg)
+        cfg = ThreadsConfig(
+            urls=pool.urls, model=pool.model, run_dir=job.run_dir, settings=job.settings,
+            task_ids=[t.id for t in job.inputs], num_trials=job.case.trials, max_concurrency=threads,
+            rewrite_results=True, labels=labels,
+        )  # fmt: skip
+        costs = ThreadsCosts.from_charges(ctx.charges)
+        metrics = await run_threads_model(cfg, cpu=ctx.cpu("tau2-threads"), costs=costs)
+        labels.update(simulated=True, model=metrics["model"])
+        return metrics, {"threads": threads, "settings": job.settings.to_dict(), "model": metrics["model"],
+                         "costs": costs.to_dict()}  # fmt: skip
