@@ -3,9 +3,9 @@
 `InprocToolPool` has `ToolServerPool`'s interface (start, acquire, release, check, info, reward,
 servers, stats, stop) and hands out the same `Lease`s, so the tool role and `KeyedPool` run
 unchanged; only the lease's `server_url` differs: `inproc://<name>-<i>`. `call_tool` sees that
-scheme and calls the server here instead of over HTTP. Each server is the tool server's own backend
-(`matrix.cases.tau2.tool_server.Tau2Backend`: the same tau2 environment code, one environment per
-session, one session per task, the same errors), called directly.
+scheme and calls the server here instead of over HTTP. The servers answer with the tool server's own
+backend (`matrix.cases.tau2.tool_server.Tau2Backend`: the same tau2 environment code, one environment
+per session, one session per task, the same errors), called directly; each server has its own CPU.
 
 What the real path costs is charged on the loop's clock (`matrix.clock`), from `InprocCosts`: each
 operation (open a session, a tool call, close it) holds its server's `SerialCpu` for the server's
@@ -187,12 +187,17 @@ class InprocToolPool:
         await self.stop()
 
     def start_now(self) -> None:
-        """Build the servers (synchronous: tau2's environment code loads here, no clock time passes)."""
+        """Build the servers (synchronous: tau2's environment code loads here, no clock time passes).
+
+        The servers share one backend (the domain's tasks load once, each session still gets its own
+        environment): what a server owns here is its CPU and its slots, so the paper's 1,500 one-session
+        servers cost 1,500 small objects, not 1,500 loads of the task set.
+        """
         if self._servers:
             raise RuntimeError("InprocToolPool started twice")
+        backend = _backend_factory(self.config.domain, self.limit)
         for i in range(self.config.servers):
             key = f"{self.name}-{i}"
-            backend = _backend_factory(self.config.domain, self.config.sessions_per_server)
             srv = InprocToolServer(f"{SCHEME_INPROC}{key}", i, backend, self.costs, self.client_cpu)
             _SERVERS[key] = srv
             self._servers.append(srv)
