@@ -19,6 +19,7 @@ servers for both systems, warmed up once, before the first timed run); each job 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,13 @@ def effective_run_id(cfg: DictConfig) -> str:
 
 def run_dir_for(cfg: DictConfig, case: Case, system_tag: str) -> Path:
     name = f"{effective_run_id(cfg)}-{system_tag}"
+    variant = cfg.get("variant")
+    if variant:
+        if not re.fullmatch(r"[a-z0-9]+", str(variant)):
+            raise ConfigError(
+                f"variant must be lower-case letters and digits (it ends the run's name), got {variant!r}"
+            )
+        name += f"-v{variant}"
     if int(cfg.get("repeat", 0)):
         name += f"-r{int(cfg.repeat)}"
     return Path(cfg.run_root) / case.name / str(cfg.system.name) / name
@@ -62,7 +70,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     if str(cfg.clock.name) == "virtual":
         from experiments.virtual import run_virtual_job
 
-        metrics = run_virtual_job(cfg, case, system, lambda tag: run_dir_for(cfg, case, tag))
+        run_dir_for(cfg, case, "check")  # a bad variant is refused before the loop starts
+        metrics = run_virtual_job(cfg, case, system, lambda tag: run_dir_for(cfg, case, tag), variant_label(cfg))
         metrics["run_dir"] = str(run_dir_for(cfg, case, system.tag(case, cfg.system)))
         print(summary_line(metrics), file=sys.stderr, flush=True)
         return metrics
@@ -74,10 +83,15 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_dir_for(cfg, case, system.tag(case, cfg.system))
     fresh(run_dir)
     job = Job(case, cfg.system, pools, settings, inputs, run_dir, progress=bool(cfg.progress))
-    metrics = system.execute(job, case.labels(pools))
+    metrics = system.execute(job, {**case.labels(pools), **variant_label(cfg)})
     metrics["run_dir"] = str(run_dir)
     print(summary_line(metrics), file=sys.stderr, flush=True)
     return metrics
+
+
+def variant_label(cfg: DictConfig) -> dict[str, Any]:
+    """`variant` on the run's metrics when the run is one (a decomposition step, e.g. CPU charges off)."""
+    return {"variant": str(cfg.variant)} if cfg.get("variant") else {}
 
 
 def summary_line(m: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 # Suffixes the entry point appends to an experiment's run id: the point (c, w, w-b, p-t-a), a repeat (r).
-_SWEEP = re.compile(r"-(?:c\d+(?:-q\d+)?|w\d+(?:-b\d+)?|p\d+-t\d+-a\d+|n\d+|r\d+)$")
+_SWEEP = re.compile(r"-(?:c\d+(?:-q\d+)?|w\d+(?:-b\d+)?|p\d+-t\d+-a\d+|n\d+|r\d+|v[a-z0-9]+)$")
 _PREV = re.compile(r"\.prev-\d{8}-\d{6}(?:-\d+)?$")
 RUN_FILES = ("metrics.json", "config.json", "timeseries.json", "metrics.prom")
 

@@ -182,9 +182,8 @@ class VirtualLoop:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from matrix.llm.sim.inproc import stop_inproc_replicas
-
         from matrix.llm import client
+        from matrix.llm.sim.inproc import stop_inproc_replicas
 
         try:
             self.run(stop_inproc_replicas())
@@ -203,7 +202,9 @@ def run_coroutine(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def run_virtual_job(cfg: Any, case: Case, system: Any, run_dir_for: Callable[[str], Path]) -> dict[str, Any]:
+def run_virtual_job(
+    cfg: Any, case: Case, system: Any, run_dir_for: Callable[[str], Path], extra_labels: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """`experiments.run`'s job on the virtual clock; returns the metrics (also in the run directory)."""
     from experiments.common import fresh
     from experiments.systems import Job
@@ -221,7 +222,7 @@ def run_virtual_job(cfg: Any, case: Case, system: Any, run_dir_for: Callable[[st
         run_dir = run_dir_for(system.tag(case, cfg.system))
         fresh(run_dir)
         job = Job(case, cfg.system, pools, settings, inputs, run_dir, progress=False)
-        labels = {**case.labels(pools), "clock": NAME}
+        labels = {**case.labels(pools), "clock": NAME, **(extra_labels or {})}
         t0 = time.perf_counter()
         metrics = vloop.run(system.execute_virtual(job, labels, ctx))
         metrics["host_seconds"] = round(time.perf_counter() - t0, 3)

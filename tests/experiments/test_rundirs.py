@@ -21,7 +21,8 @@ def _run(root: Path, case: str, system: str, run_id: str, tps: float = 100.0, **
     ("run_id", "experiment"),
     [("twin", "twin"), ("twin-c300", "twin"), ("twin-w20-b25", "twin"), ("twin-p12-t36-a1", "twin"),
      ("efficiency-c300-q2400", "efficiency"), ("small-cpu", "small-cpu"), ("sweep-c8-n1", "sweep"),
-     ("my-new-run", "my-new-run"), ("c300", "c300")],
+     ("my-new-run", "my-new-run"), ("c300", "c300"), ("paper-c5000-vnocpu", "paper"),
+     ("paper-w5000-vnocpu-r2", "paper")],
 )  # fmt: skip
 def test_experiment_is_the_run_id_without_its_sweep_suffix(run_id: str, experiment: str) -> None:
     assert rundirs.experiment_of(run_id) == experiment

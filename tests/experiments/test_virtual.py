@@ -42,6 +42,9 @@ def test_a_virtual_run_writes_the_results_contract_labelled_simulated(tmp_path: 
     assert m["tasks_finished"] == 24 and m["tasks_failed"] == 0
     assert m["tokens_per_second"] > 0
     assert "virtual clock" in run.summary_line(m)
+    assert "variant" not in m
+    nocpu = virtual(tmp_path, "system=matrix", "system.concurrency=8", "clock.charge_cpu=false", "variant=nocpu")
+    assert nocpu["variant"] == "nocpu" and nocpu["run_dir"].endswith("v-c8-vnocpu")
     assert m["host_seconds"] < m["wall_seconds"]  # simulated seconds run faster than real ones
     config = json.loads((Path(m["run_dir"]) / "config.json").read_text())
     assert config["clock"] == "virtual" and config["virtual_clock"]["library"] == "looptime"
@@ -98,6 +101,7 @@ def test_serial_cpu_queues_holders_on_the_loop_clock() -> None:
         (("backend.profile=no-such-gpu",), "no-such-gpu"),
         (("clock.charges=/nonexistent/ceiling.json",), "clock.charges='/nonexistent/ceiling.json'"),
         (("system.concurrency=0",), "system.concurrency must be >= 1"),
+        (("variant=No-Good",), "variant must be lower-case letters and digits"),
     ],
 )
 def test_a_layout_that_cannot_run_is_refused_naming_the_key(
