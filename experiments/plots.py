@@ -19,7 +19,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments import rundirs
+from experiments import decompose, rundirs
 from experiments.rundirs import Run
 
 DPI = 110
@@ -534,6 +534,15 @@ def plots_for(case: str, experiment: str, runs: Sequence[Run], out_dir: Path) ->
         message_sizes(runs, out_dir / f"{stem}_message_sizes.png", f"{name}: message sizes"),
         sizes_caption,
     )
+    if experiment == decompose.EXPERIMENT:
+        add(
+            "decomposition",
+            decompose.figure(case, runs, out_dir / f"{stem}_decomposition.png"),
+            lambda: (
+                "The paper's speedup as a chain of measured factors at the paper's layout, one bar per "
+                "factor, their product and the paper's factor (SIMULATED, virtual clock; REPRODUCE.md)."
+            ),
+        )
     return plots
 
 

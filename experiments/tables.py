@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments import paper, rundirs
+from experiments import decompose, paper, rundirs
 from experiments.common import Table, hms, sim_mark
 from experiments.rundirs import Problem, Run
 
@@ -223,7 +223,12 @@ BUILDERS = {"coral": coral_tables, "natural_reasoning": nr_tables, "tau2": tau2_
 def tables_for(case: str, experiment: str, runs: Sequence[Run], *, main: str = "twin") -> list[Table]:
     """The paper tables one experiment's runs make (none when the case has no table or a system is missing)."""
     build = BUILDERS.get(case)
-    return build(runs, _suffix(experiment, main)) if build else []
+    out = build(runs, _suffix(experiment, main)) if build else []
+    if experiment == decompose.EXPERIMENT:
+        t = decompose.table(case, runs, _suffix(experiment, main))
+        if t is not None:
+            out.append(t)
+    return out
 
 
 def overhead_table(bench: Path, problems: list[Problem]) -> Table | None:
@@ -343,7 +348,7 @@ def make_tables(
             have = ", ".join(sorted(rundirs.by_system(group)))
             res.skipped.append(f"{case}/{experiment}: no table (systems present: {have}; a pair needs both)")
         res.tables += made
-        if figures is not None and write and experiment == main:
+        if figures is not None and write and experiment in (main, decompose.EXPERIMENT):
             from experiments import plots
 
             res.figures += plots.plots_for(case, experiment, group, figures)
