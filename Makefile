@@ -16,7 +16,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 PHONY_SLURM := slurm-up slurm-down
 PHONY_RESULTS := tables report reference
-.PHONY: $(PHONY_SLURM) $(PHONY_RESULTS) setup demo test test-fast lint bench bench-serving bench-runtime bench-chaos calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin reproduce-nr reproduce-nr-small reproduce-nr-twin reproduce-tau2 reproduce-tau2-small reproduce-tau2-twin bench-tau2-rewrite
+.PHONY: $(PHONY_SLURM) $(PHONY_RESULTS) setup demo test test-fast lint bench bench-serving bench-runtime bench-chaos calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin reproduce-nr reproduce-nr-small reproduce-nr-twin reproduce-tau2 reproduce-tau2-small reproduce-tau2-twin bench-tau2-rewrite reproduce-paper-scale reproduce-paper-factors bench-ceiling bench-virtual
 
 setup: $(STAMP)
 
@@ -136,6 +136,40 @@ reproduce-nr-twin: setup
 TAU2_RESULTS ?= results/runs/tau2/tau2-threads/twin-c100/tau2_results.json
 bench-tau2-rewrite: setup
 	$(PY) scripts/bench_tau2_rewrite.py --results $(TAU2_RESULTS)
+
+# Tables 1, 9 and 10 at the paper's own layouts (248 replicas, 14,000 and 1,500 tasks in flight...),
+# SIMULATED on the virtual clock (experiments/virtual, REPRODUCE.md "The paper's scale"): Coral's pair
+# in one process while NaturalReasoning's and then Tau2's pairs run in another (the 2 cores), then the
+# tables. Each run is charged the CPU its scheduler measures (results/bench/process_ceiling.json).
+reproduce-paper-scale: setup
+	@test -f results/bench/process_ceiling.json || $(VENV)/bin/matrix bench ceiling --install-fair-matrix
+	$(RUN) -m experiment=paper_coral & coral=$$!; \
+	  $(RUN) -m experiment=paper_nr && $(RUN) -m experiment=paper_tau2; rest=$$?; \
+	  wait $$coral && exit $$rest
+	$(PY) scripts/make_tables.py
+
+# The runs of each speedup's decomposition (experiments/decompose.py): the chain's steps between the
+# runs of reproduce-paper-scale, with CPU charges off (-vnocpu) and the concurrency or replicas changed.
+reproduce-paper-factors: setup
+	( $(RUN) -m experiment=paper_coral system=coral-controller clock.charge_cpu=false variant=nocpu && \
+	  $(RUN) -m experiment=paper_coral system=matrix system.concurrency=5000,12400 clock.charge_cpu=false variant=nocpu ) & coral=$$!; \
+	  $(RUN) -m experiment=paper_nr system=ray-data system.concurrency=12000,14000 clock.charge_cpu=false variant=nocpu && \
+	  $(RUN) -m experiment=paper_nr system=matrix clock.charge_cpu=false variant=nocpu && \
+	  $(RUN) -m experiment=paper_tau2 system=tau2-threads clock.charge_cpu=false variant=nocpu && \
+	  $(RUN) -m experiment=paper_tau2 system=tau2-threads system.replicas=null clock.charge_cpu=false variant=nocpuall && \
+	  $(RUN) -m experiment=paper_tau2 system=matrix system.concurrency=500,1500 clock.charge_cpu=false variant=nocpu; rest=$$?; \
+	  wait $$coral && exit $$rest
+	$(PY) scripts/make_tables.py
+
+# The single-process ceiling (issue 19): CPU per LLM request of each request path against an instant
+# local server (~3 min). fair-matrix 0.2.6 is pip-installed (--no-deps) into .venv/side/, never into
+# .venv itself: its import package is also called `matrix`. Writes results/bench/process_ceiling.json.
+bench-ceiling: setup
+	$(VENV)/bin/matrix bench ceiling --install-fair-matrix
+
+# The virtual clock against every committed real-time twin run (results/bench/virtual_clock_validation.json).
+bench-virtual: setup
+	$(VENV)/bin/matrix bench virtual
 
 # A real single-node SLURM in a private network namespace (root): see slurm/README.md.
 slurm-up:
