@@ -127,7 +127,7 @@ def decompose(case: str, runs: Sequence[Run]) -> dict[str, Any] | None:
     if chain is None:
         return None
     found = [p.find(runs) for p in chain.points]
-    steps = []
+    steps: list[dict[str, Any]] = []
     for i, name in enumerate(chain.factors):
         a, b = found[i], found[i + 1]
         value = b.tokens_per_second / a.tokens_per_second if a and b and a.tokens_per_second > 0 else math.nan
@@ -142,7 +142,7 @@ def decompose(case: str, runs: Sequence[Run]) -> dict[str, Any] | None:
     base = paper.number(chain.paper_table, "tokens_per_second", "baseline")
     ours = paper.number(chain.paper_table, "tokens_per_second", "matrix")
     paper_factor = ours / base
-    product = math.prod(s["value"] for s in steps)
+    product = math.prod(float(s["value"]) for s in steps)
     complete = not math.isnan(product)
     out: dict[str, Any] = {
         "case": case,
@@ -160,10 +160,11 @@ def decompose(case: str, runs: Sequence[Run]) -> dict[str, Any] | None:
     if complete:
         out["unexplained"] = paper_factor / product
         lever = steps[chain.lever]
+        measured = float(lever["value"])
         out["needed"] = {
             "factor": lever["factor"],
-            "measured": lever["value"],
-            "would_have_to_be": lever["value"] * paper_factor / product,
+            "measured": measured,
+            "would_have_to_be": measured * paper_factor / product,
         }
     return out
 

@@ -77,7 +77,7 @@ class MatrixP2P(System):
                 await ctx.cpu(f"{role}-{zlib.crc32(msg.task_id.encode()) % a}").charge(hop)
 
         # tau2's in-process tool servers charge their measured costs unless the clock charges nothing
-        options = {} if ctx.charges or job.case.name != "tau2" else {"costs": {}}
+        options: dict[str, Any] = {} if ctx.charges or job.case.name != "tau2" else {"costs": {}}
         with job.case.p2p_services(job.settings, **options) as services:
             cfg = job.case.p2p_config(
                 job.pools, job.settings, job.inputs, job.run_dir, concurrency=c, partitions=p, instances=a,
