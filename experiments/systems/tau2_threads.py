@@ -26,8 +26,9 @@ class Tau2Threads(System):
     def tag(self, case: Case, system_cfg: Any) -> str:
         return f"c{self.concurrency(system_cfg)}"
 
-    def run(self, job: Job, labels: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        from baselines.tau2_threads import ThreadsConfig, run_threads
+    def _config(self, job: Job, labels: dict[str, Any]) -> Any:
+        """The runner's ThreadsConfig: the first `system.replicas` of the pool (the paper's one node)."""
+        from baselines.tau2_threads import ThreadsConfig
 
         pool = job.pools["agent"]
         n = job.system_cfg.get("replicas")
@@ -35,34 +36,26 @@ class Tau2Threads(System):
             pool = replace(pool, urls=pool.urls[: int(n)])
             labels["hardware"] = f"{labels.get('hardware')} (the baseline on {n} of {len(job.pools['agent'].urls)})"
             labels["replicas"] = int(n)
-        threads = self.concurrency(job.system_cfg)
-        cfg = ThreadsConfig(
+        return ThreadsConfig(
             urls=pool.urls, model=pool.model, run_dir=job.run_dir, settings=job.settings,
-            task_ids=[t.id for t in job.inputs], num_trials=job.case.trials, max_concurrency=threads,
-            rewrite_results=True, labels=labels,
+            task_ids=[t.id for t in job.inputs], num_trials=job.case.trials,
+            max_concurrency=self.concurrency(job.system_cfg), rewrite_results=True, labels=labels,
         )  # fmt: skip
-        metrics = run_threads(cfg)
-        return metrics, {"threads": threads, "settings": job.settings.to_dict()}
+
+    def run(self, job: Job, labels: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        from baselines.tau2_threads import run_threads
+
+        metrics = run_threads(self._config(job, labels))
+        return metrics, {"threads": self.concurrency(job.system_cfg), "settings": job.settings.to_dict()}
 
     async def run_virtual(self, job: Job, labels: dict[str, Any], ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """A model of the threaded runner's scheduling on the virtual clock (`experiments/virtual/tau2_threads.py`):
         N worker coroutines drive the case's own tau2 roles, the runner's one CPU charged per LLM call
         (`tau2_litellm_thread`) and per results rewrite (`tau2_rewrite`, else the committed fit)."""
-        from baselines.tau2_threads import ThreadsConfig
         from experiments.virtual.tau2_threads import ThreadsCosts, run_threads_model
 
-        pool = job.pools["agent"]
-        n = job.system_cfg.get("replicas")
-        if n is not None and int(n) < len(pool.urls):
-            pool = replace(pool, urls=pool.urls[: int(n)])
-            labels["hardware"] = f"{labels.get('hardware')} (the baseline on {n} of {len(job.pools['agent'].urls)})"
-            labels["replicas"] = int(n)
-        threads = self.concurrency(job.system_cfg)
-        cfg = ThreadsConfig(
-            urls=pool.urls, model=pool.model, run_dir=job.run_dir, settings=job.settings,
-            task_ids=[t.id for t in job.inputs], num_trials=job.case.trials, max_concurrency=threads,
-            rewrite_results=True, labels=labels,
-        )  # fmt: skip
+        cfg = self._config(job, labels)
+        threads = cfg.max_concurrency
         costs = ThreadsCosts.from_charges(ctx.charges)
         metrics = await run_threads_model(cfg, cpu=ctx.cpu("tau2-threads"), costs=costs)
         labels.update(simulated=True, model=metrics["model"])

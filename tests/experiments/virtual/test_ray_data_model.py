@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,22 +146,6 @@ def ray_with_warm_workers() -> Iterator[None]:
     ray.shutdown()
 
 
-def late_share(urls: list[str]) -> float:
-    """The share of the sim replicas' engine steps that ran behind their schedule (the host could
-    not keep up: their wall-clock timings, and a real run's tokens/s, are then not exact)."""
-    late = steps = 0.0
-    for url in urls:
-        root = url.rstrip("/").removesuffix("/v1")
-        with urllib.request.urlopen(root + "/metrics", timeout=10) as reply:
-            for line in reply.read().decode().splitlines():
-                name, _, value = line.rpartition(" ")
-                if name.startswith("matrix_sim_late_steps_total"):
-                    late += float(value)
-                elif name.startswith("matrix_sim_engine_steps_total"):
-                    steps += float(value)
-    return late / steps if steps else 0.0
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_with_warm_workers", "shared_pools")
 def test_the_model_on_the_virtual_clock_matches_the_real_baseline(tmp_path: Path) -> None:
@@ -174,6 +157,7 @@ def test_the_model_on_the_virtual_clock_matches_the_real_baseline(tmp_path: Path
     from experiments import run
     from experiments.pools import SHARED
     from tests.experiments.conftest import compose_cfg
+    from tests.experiments.virtual.conftest import late_share
 
     point = ["case=nr", "backend=sim", "scale=twin", "case.limit=400", "system=ray-data", "system.concurrency=50",
              "system.batch_size=25", f"run_root={tmp_path}", "progress=false"]  # fmt: skip

