@@ -71,12 +71,20 @@ def run_pair(reference: str, overrides: Sequence[str], run_root: Path) -> dict[s
     m = run.run_job(compose(*base, *overrides))
     host = time.perf_counter() - t0
     real, virt = float(ref["tokens_per_second"]), float(m["tokens_per_second"])
+    window = "startup excluded"
+    startup = (ref.get("ray_data") or {}).get("startup_seconds")
+    if "window" not in ref and startup:
+        # Made before the run window was the same for every system (matrix.runtime.window): Ray Data's
+        # clock then started before its actor pool launched. Its recorded startup is taken out.
+        real = float(ref["tokens_generated"]) / (float(ref["wall_seconds"]) - float(startup))
+        window = f"recorded startup ({float(startup):.1f} s) taken out of the reference's window"
     diff = virt / real - 1.0
     return {
         **entry,
         "system": m.get("system"),
         "reference_tokens_per_second": round(real, 2),
-        "reference_window": "startup excluded" if "window" in ref else "startup included (made before the window fix)",
+        "reference_tokens_per_second_as_recorded": round(float(ref["tokens_per_second"]), 2),
+        "reference_window": window,
         "virtual_tokens_per_second": round(virt, 2),
         "difference": round(diff, 4),
         "within_10_percent": abs(diff) <= TOLERANCE,
