@@ -117,6 +117,12 @@ def main(args: argparse.Namespace) -> int:
                 f"in {entry['host_seconds']:.0f} s of host time",
                 file=sys.stderr,
             )
+    path = Path(args.out or OUT)
+    if only and path.exists():  # a partial rerun updates its pairs and keeps the others
+        done = {e["reference"] for e in out}
+        kept = [e for e in json.loads(path.read_text()).get("pairs", []) if e.get("reference") not in done]
+        order = [str(REFERENCE / r) for r, _ in PAIRS]
+        out = sorted([*kept, *out], key=lambda e: order.index(e["reference"]) if e["reference"] in order else 99)
     checked = [e for e in out if "skipped" not in e]
     doc = {
         "what": "each committed real-time twin run against the same job on the virtual clock (SIMULATED)",
@@ -127,7 +133,6 @@ def main(args: argparse.Namespace) -> int:
         "checked": len(checked),
         "date": time.strftime("%Y-%m-%d"),
     }
-    path = Path(args.out or OUT)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"{doc['within_10_percent']} of {len(checked)} pairs within 10% -> {path}", file=sys.stderr)
