@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from experiments.cases.base import Case
+from experiments.cases.base import Case, ConfigError
 from experiments.systems.base import Job, System
 
 
@@ -36,6 +36,11 @@ class CoralController(System):
         pool = job.pools["dialogue"]
         window = self.concurrency(job.system_cfg)
         path = str(job.system_cfg.get("request_path") or "controller_fair_matrix")
+        if ctx.charges and path not in ctx.charges:
+            raise ConfigError(
+                f"system.request_path={path!r} has no measured charge in {ctx.source}; "
+                f"choose one of {sorted(k for k in ctx.charges if k.startswith('controller_'))}"
+            )
         cfg = ControllerConfig(
             urls=pool.urls, model=pool.model, settings=job.settings, window=window, run_dir=job.run_dir,
             labels=labels, progress=False, request_cpu=ctx.charger(path, "controller"),
