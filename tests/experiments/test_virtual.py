@@ -121,9 +121,15 @@ def test_a_layout_that_cannot_run_is_refused_naming_the_key(
 )
 def test_virtual_matches_real_time_on_the_same_inputs(tmp_path: Path, system: str, point: str) -> None:
     """The system's own code on both clocks: identical rows apart from timestamps, tokens/s within 10%."""
+    from experiments.pools import SHARED
+    from tests.experiments.virtual.conftest import late_share
+
     real = run.run_job(
         compose_cfg(*SMALL, f"system={system}", point, "backend.time_scale=2", f"run_root={tmp_path}/real", "run_id=r")
     )
     virt = virtual(tmp_path, f"system={system}", point, "clock.charge_cpu=false")
     assert {k: without_times(r) for k, r in rows(real).items()} == {k: without_times(r) for k, r in rows(virt).items()}
+    behind = late_share([u for pool in SHARED.pools.values() for u in pool.urls]) if SHARED.pools else 0.0
+    if behind > 0.02:  # a loaded host stretched the real run: it is no reference for tokens/s
+        pytest.skip(f"the real run's sim replicas ran {behind:.1%} of their steps late; rows matched")
     assert virt["tokens_per_second"] == pytest.approx(real["tokens_per_second"], rel=0.10)
