@@ -38,6 +38,15 @@ def test_the_factors_telescope_to_the_measured_speedup() -> None:
     assert d["steps"][0]["from"] == "paper-w5000" and d["steps"][0]["to"] == "paper-w5000-vnocpu"
 
 
+def test_the_middle_half_rate_is_the_steady_part_of_the_series() -> None:
+    r = run("matrix", 10, None, 1.0, "c10")
+    # nothing for 10 s (the ramp), 100 tokens/s for 10 s, then a slow tail
+    r.timeseries = [{"t": t, "completion_tokens": 0 if t <= 10 else min(1000, 100 * (t - 10))} for t in range(1, 21)]
+    r.timeseries += [{"t": 30, "completion_tokens": 1100}]
+    assert decompose.middle_rate(r) == pytest.approx(100.0)
+    assert math.isnan(decompose.middle_rate(run("matrix", 10, None, 1.0, "c10")))
+
+
 def test_a_missing_run_is_named_and_the_product_is_incomplete() -> None:
     d = decompose.decompose("coral", CORAL[:3] + CORAL[4:])
     assert d is not None and not d["complete"] and math.isnan(d["product"])
