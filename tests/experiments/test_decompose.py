@@ -65,6 +65,6 @@ def test_the_paper_tables_take_plain_runs_and_add_the_decomposition(
     names = [t.name for t in made]
     assert "decomposition_coral_paper" in names
     md = next(t for t in made if t.name == "decomposition_coral_paper").markdown()
-    assert "SIMULATED" in md and "2.30x" in md and "6.9x" in md
+    assert "SIMULATED" in md and "2.30x" in md and "6.86x" in md
     assert decompose.figure("coral", CORAL, tmp_path / "d.png") == tmp_path / "d.png"
     assert (tmp_path / "d.png").stat().st_size > 1000
