@@ -117,7 +117,7 @@ CHAINS: dict[str, Chain] = {
             "conversations (500 -> 1,500)",
             "Matrix agents' and tools' own CPU",
         ),
-        lever=1,
+        lever=0,
     ),
 }
 
