@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Extras this machine can use: the GPU engines where an NVIDIA driver answers, the CPU engine otherwise.
 GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
-EXTRAS ?= $(if $(GPU),vllm,cpu),dev,wandb,tau2,slurm
+EXTRAS ?= $(if $(GPU),vllm,cpu),dev,wandb,tau2,slurm,hf
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # Local runs never bind the machine's other addresses (see README, "Networking").
