@@ -13,6 +13,7 @@ from matrix.payload import DEFAULT_OFFLOAD_THRESHOLD
 from matrix.workflow import get_workflow
 
 PEER_POLICIES = ("p2c", "least_loaded", "random")
+PLACEMENTS = ("default", "spread")
 
 
 @dataclass
@@ -49,6 +50,10 @@ class RunConfig:
     #: Serve live metrics for Prometheus at http://prometheus_host:prometheus_port/metrics (None: off).
     prometheus_port: int | None = None
     prometheus_host: str = "127.0.0.1"
+    #: Where Ray puts the run's actors: "default" (Ray's own choice: zero-CPU actors mostly land on the
+    #: driver's node) or "spread" (agents and sinks spread over every node of the cluster,
+    #: so that one node's loss takes a share of each, as on a real cluster).
+    placement: str = "default"
     labels: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,6 +64,8 @@ class RunConfig:
             raise ValueError(f"num_partitions must be >= 1, got {self.num_partitions}")
         if self.peer_policy not in PEER_POLICIES:
             raise ValueError(f"peer_policy must be one of {PEER_POLICIES}, got {self.peer_policy!r}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
         if self.drain_seconds < 0:
             raise ValueError(f"drain_seconds must be >= 0, got {self.drain_seconds}")
         if self.offload_threshold is not None and self.offload_threshold < 0:

@@ -119,12 +119,14 @@ class RayRun:
         # (ray-project/ray#53727) that does not apply while the driver holds the reference.
         self._cfg_ref: Any = cfg if len(ray.cloudpickle.dumps(cfg)) <= INLINE_CONFIG_BYTES else ray.put(cfg)
         self.agents: dict[str, list[tuple[str, Any]]] = {}
+        spread = {"scheduling_strategy": "SPREAD"} if cfg.placement == "spread" else {}
         for spec in cfg.roles:
             opts: dict[str, Any] = {
                 "max_restarts": -1,
                 "max_task_retries": 0,
                 "max_concurrency": max(spec.max_concurrency, 100) + 10,
                 "num_cpus": float(spec.resources.get("num_cpus", 0)),
+                **spread,
             }
             if spec.resources.get("num_gpus"):
                 opts["num_gpus"] = float(spec.resources["num_gpus"])
@@ -135,7 +137,7 @@ class RayRun:
                 (name, AgentActor.options(**opts).remote(spec, name, self.directory_name, self._cfg_ref))  # type: ignore[attr-defined]
                 for name in actor_names(cfg)[spec.role]
             ]
-        restart = {"max_restarts": -1, "max_task_retries": 0, "max_concurrency": 10_000}
+        restart = {"max_restarts": -1, "max_task_retries": 0, "max_concurrency": 10_000, **spread}
         self.sinks = {
             p: SinkActor.options(**restart).remote(self._cfg_ref, p, self.directory_name)  # type: ignore[attr-defined]
             for p in range(cfg.num_partitions)
