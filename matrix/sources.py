@@ -22,6 +22,10 @@ A row whose id field (`id_field`) is longer than `MAX_ID_CHARS` characters becom
 id travels in every message and is kept in the sink's ledger. Duplicate ids are admission's business
 (`matrix.admission`): the second becomes an error row naming the first's location.
 
+Every source is read as a stream: JSONL (plain, .gz, .zst) a line at a time, Parquet in batches of
+`PARQUET_BATCH_ROWS` rows, `hf://` datasets with `streaming=True` (see `hf_stream`), so that a
+DCLM-sized corpus never has to fit in memory; admission pulls the next row only when a task slot frees.
+
 A compressed file that ends early or is corrupt yields the rows read so far and then one error row
 at the next line saying so (a truncated .zst is detected too, which zstandard's own stream reader
 does not report). An unreadable Parquet file is refused naming the file.
@@ -53,6 +57,7 @@ class SourceRow:
 RAW_KEEP = 65536  # characters of a bad line that its error row keeps
 MAX_LINE_BYTES = 64 * 1024 * 1024
 MAX_ID_CHARS = 4096
+PARQUET_BATCH_ROWS = 1024  # rows decoded at a time from a Parquet file (a row group is read in slices)
 _READ_CHUNK = 1 << 20
 # A \u escape of a UTF-16 surrogate; only lines with one need the (slower) check for unpaired ones.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
@@ -237,7 +242,7 @@ def _parquet(path: Path) -> Iterator[Entry]:
     except ImportError as exc:
         raise ValueError(f"reading {path} needs pyarrow (pip install pyarrow)") from exc
     try:
-        batches = pq.ParquetFile(path).iter_batches()
+        batches = pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS)
     except Exception as exc:  # pyarrow's errors are ArrowInvalid, OSError, ...: all mean "unreadable"
         raise ValueError(f"{path} is not a readable Parquet file: {type(exc).__name__}: {exc}") from exc
     n = 0
@@ -250,13 +255,45 @@ def _parquet(path: Path) -> Iterator[Entry]:
         yield f"{path.name}:row {n + 1}", {}, f"cannot read on after row {n}: {type(exc).__name__}: {exc}"
 
 
-def _hf(name: str, split: str) -> Iterator[Entry]:
+HF_EXTRA = "hf"
+
+
+def need_datasets(what: str) -> Any:
+    """The `datasets` package, or a one-line error naming `what` needs it and the extra that installs it."""
     try:
         import datasets
-    except ImportError as exc:
-        raise ValueError(f"reading dataset {name!r} needs the `datasets` package") from exc
-    for n, row in enumerate(datasets.load_dataset(name, split=split), start=1):
-        yield f"{name}[{split}]:{n}", dict(row), None
+    except ImportError:
+        raise ValueError(
+            f"{what} needs the `datasets` package: pip install 'matrix-harness[{HF_EXTRA}]' (the {HF_EXTRA} extra)"
+        ) from None
+    return datasets
+
+
+def hf_stream(name: str, split: str = "train") -> Iterator[dict[str, Any]]:
+    """The rows of a Hugging Face dataset one at a time, never the whole split in memory.
+
+    `name` is a hub dataset (`datasets.load_dataset(name, split=split, streaming=True)`: shards are
+    fetched and decoded as they are read), a local folder of data files (JSONL, Parquet, ...: the same
+    call, offline), or a folder written by `Dataset.save_to_disk` (memory-mapped Arrow, iterated as an
+    `IterableDataset`)."""
+    datasets = need_datasets(f"reading hf://{name}")
+    local = Path(name)
+    if (local / "state.json").is_file() and (local / "dataset_info.json").is_file():
+        saved = datasets.load_from_disk(str(local))
+        if isinstance(saved, datasets.DatasetDict):
+            if split not in saved:
+                raise ValueError(f"hf://{name} has no split {split!r}; it has {sorted(saved)}")
+            saved = saved[split]
+        stream = saved.to_iterable_dataset()
+    else:
+        stream = datasets.load_dataset(name, split=split, streaming=True)
+    for row in stream:
+        yield dict(row)
+
+
+def _hf(name: str, split: str) -> Iterator[Entry]:
+    for n, row in enumerate(hf_stream(name, split), start=1):
+        yield f"{name}[{split}]:{n}", row, None
 
 
 def _iterable(source: Iterable[Any]) -> Iterator[Entry]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -231,3 +233,97 @@ def test_missing_inputs_and_bad_limits_are_refused_naming_them(tmp_path: Path) -
         list(read_rows(tmp_path / "dir.jsonl"))
     with pytest.raises(ValueError, match="max_line_bytes must be >= 1"):
         list(read_rows([{"id": 1}], max_line_bytes=0))
+
+
+# -- streaming: hf:// is streamed, and admission holds at most its bound of rows whatever the source --
+
+
+def _docs(n: int) -> list[dict[str, object]]:
+    return [{"id": f"d{i}", "x": i, "text": "word " * 20} for i in range(n)]
+
+
+def _write_source(tmp_path: Path, kind: str, rows: list[dict[str, object]]) -> str:
+    """`rows` as a .jsonl.zst file, a Parquet file, or a local folder read through hf://."""
+    if kind == "zst":
+        zstandard = pytest.importorskip("zstandard")
+        path = tmp_path / "docs.jsonl.zst"
+        with open(path, "wb") as fh, zstandard.ZstdCompressor().stream_writer(fh) as w:
+            for r in rows:
+                w.write(json.dumps(r).encode() + b"\n")
+        return str(path)
+    if kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = tmp_path / "docs.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=10_000)
+        return str(path)
+    pytest.importorskip("datasets")
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"hf://{folder}"
+
+
+def test_hf_sources_stream_and_name_the_extra_when_datasets_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    datasets = pytest.importorskip("datasets")
+    source = _write_source(tmp_path, "hf", _docs(30))
+    calls: list[dict[str, object]] = []
+    real = datasets.load_dataset
+
+    def spy(*args: object, **kw: object) -> object:
+        calls.append(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(datasets, "load_dataset", spy)
+    rows = list(read_rows(source, limit=7))
+    assert [r.task_id for r in rows] == [f"d{i}" for i in range(7)] and calls[0]["streaming"] is True
+    datasets.Dataset.from_list(_docs(12)).save_to_disk(str(tmp_path / "saved"))  # a save_to_disk folder
+    assert [r.task_id for r in read_rows(f"hf://{tmp_path / 'saved'}")][-1] == "d11"
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if the extra were not installed
+    with pytest.raises(ValueError, match=r"^reading hf://x needs the `datasets` package: .*\[hf\]"):
+        list(read_rows("hf://x"))
+
+
+@pytest.mark.parametrize("kind", ["zst", "parquet", "hf"])
+def test_admission_holds_at_most_its_bound_of_rows_from_a_streamed_source(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows read from the source but not yet written by the sink never exceed the concurrency bound
+    (plus the one row admission reads before it waits for a slot): counted, not timed."""
+    import asyncio
+
+    import matrix.bench.dummy  # noqa: F401  (registers the echo workflow)
+    import matrix.runtime.local as local
+    from matrix.agent import RoleSpec
+    from matrix.bench.dummy import Echo
+    from matrix.runtime.config import RunConfig
+    from matrix.sink import SinkWriter
+
+    n, bound = 3000, 8
+    source = _write_source(tmp_path, kind, _docs(n))
+    count = {"read": 0, "written": 0, "held": 0}
+    real_read, real_accept = local.read_rows, SinkWriter.accept
+
+    def counting_read(*args: object, **kw: object) -> Iterator[object]:
+        for row in real_read(*args, **kw):  # type: ignore[arg-type]
+            count["read"] += 1
+            yield row
+
+    def counting_accept(self: SinkWriter, message: object) -> bool:
+        ok = real_accept(self, message)  # type: ignore[arg-type]
+        count["written"] += ok
+        return ok
+
+    async def before_step(role: str, msg: object) -> None:
+        count["held"] = max(count["held"], count["read"] - count["written"])
+
+    monkeypatch.setattr(local, "read_rows", counting_read)
+    monkeypatch.setattr(SinkWriter, "accept", counting_accept)
+    cfg = RunConfig(workflow="echo", roles=[RoleSpec("a", Echo), RoleSpec("b", Echo)], source=source,
+                    run_dir=tmp_path / "run", max_concurrent_tasks=bound, progress=False)  # fmt: skip
+    metrics = asyncio.run(local.run_local_async(cfg, before_step=before_step))
+    assert metrics["tasks_finished"] == count["read"] == count["written"] == n
+    assert 1 <= count["held"] <= bound + 1, count

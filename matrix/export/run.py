@@ -16,7 +16,8 @@ from typing import Any
 from matrix.export.rows import TORN, UNREADABLE, Line, RunInfo, open_run, read_lines
 from matrix.export.views import COMMON_FIELDS, Field, LeftOut, Record, View, view_for
 from matrix.export.where import check_fields, parse_where
-from matrix.export.writers import FORMATS, Writer, need_datasets, open_writer
+from matrix.export.writers import FORMATS, Writer, open_writer
+from matrix.sources import need_datasets
 
 NAMED = 3  # locations named per kind of bad line
 
@@ -126,7 +127,7 @@ def export_run(
     if push_to_hub and os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
         raise ValueError("--push-to-hub needs the network, but HF_HUB_OFFLINE is set; unset it to push")
     if fmt == "hf":
-        need_datasets()
+        need_datasets("matrix export --format hf")
     conditions = [parse_where(w) for w in where]
     run, files = open_run(run_dir)
     out = Path(out)

@@ -20,21 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from matrix.export.views import Field, Record
+from matrix.sources import need_datasets
 
 FORMATS = ("chat", "hf", "parquet")
-HF_EXTRA = "hf"
 BATCH = 1024
-
-
-def need_datasets() -> Any:
-    """`datasets`, or a one-line error naming the extra that installs it."""
-    try:
-        import datasets
-    except ImportError:
-        raise ValueError(
-            f"this needs the `datasets` package: pip install 'matrix-harness[{HF_EXTRA}]' (the {HF_EXTRA} extra)"
-        ) from None
-    return datasets
 
 
 class Writer:
@@ -172,7 +161,7 @@ class HFWriter(ParquetWriter):
     """Parquet under a scratch directory, then `datasets.Dataset.from_parquet(...).save_to_disk(path)`."""
 
     def __init__(self, path: Path, fields: Sequence[Field], push_to_hub: str | None = None) -> None:
-        self.datasets = need_datasets()
+        self.datasets = need_datasets("matrix export --format hf")
         self.push_to_hub = push_to_hub
         Writer.__init__(self, path, fields)
         self.scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.scratch-", dir=path.parent))

@@ -313,18 +313,13 @@ def read_mmlu_pro(path: str | Path, *, limit: int | None = None) -> list[dict[st
 
 
 def load_hub(name: str = MMLU_PRO_HUB, *, split: str = "test", limit: int | None = None) -> list[dict[str, Any]]:
-    """MMLU-Pro from the Hugging Face hub (online only; needs the `datasets` package)."""
-    try:
-        import datasets
-    except ImportError as exc:
-        raise RuntimeError(f"loading {name!r} from the hub needs the 'datasets' package: {exc}") from None
-    ds = datasets.load_dataset(name, split=split)
-    rows = []
-    for i, raw in enumerate(ds):
-        if limit is not None and i >= limit:
-            break
-        rows.append(coral_row(raw, i))
-    return rows
+    """MMLU-Pro from the Hugging Face hub (online), a local data folder or a `save_to_disk` folder,
+    streamed (`matrix.sources.hf_stream`): only the first `limit` records are read. Needs the hf extra."""
+    from itertools import islice
+
+    from matrix.sources import hf_stream
+
+    return [coral_row(raw, i) for i, raw in enumerate(islice(hf_stream(name, split), limit))]
 
 
 _UNITS = (("metres", 1), ("centimetres", 100), ("millimetres", 1000))
