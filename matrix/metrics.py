@@ -8,9 +8,16 @@ are read from the merged buckets.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import json
 import math
+import os
+import re
+import tempfile
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Seconds from 10 microseconds to about 3 hours, 4 buckets per factor of ten; bytes reuse the same
@@ -86,6 +93,10 @@ class Histogram:
         return cls(list(d["bounds"]), list(d["counts"]), float(d["total"]), int(d["n"]), float(d["max"]))
 
 
+#: The label a counter's key is exported under, where it is not the role (see `to_prometheus`).
+LABEL_NAMES = {"llm_errors": "reason", "llm_failures": "reason"}
+
+
 class Metrics:
     """Counters and histograms keyed by (name, label); plain data in `snapshot()`."""
 
@@ -110,6 +121,17 @@ class Metrics:
         }
 
     def merge_snapshot(self, snap: dict[str, Any]) -> None:
+        """Add a `snapshot()`. An agent actor's snapshot also carries its process's LLM client counts
+        (`llm_calls`, see `matrix.llm.client.ClientStats.to_dict`); they become the counters
+        `llm_requests`, `llm_retries`, `llm_errors` and `llm_failures` (the last two by reason), so that
+        a run's live Prometheus text has them."""
+        calls = snap.get("llm_calls")
+        if isinstance(calls, Mapping):
+            for key in ("requests", "retries"):
+                self.counters[f"llm_{key}"][""] += float(calls.get(key, 0))
+            for key, name in (("errors_by_reason", "llm_errors"), ("failures_by_reason", "llm_failures")):
+                for reason, n in dict(calls.get(key) or {}).items():
+                    self.counters[name][str(reason)] += float(n)
         for name, labels in snap.get("counters", {}).items():
             for label, value in labels.items():
                 self.counters[name][label] += value
@@ -141,9 +163,10 @@ class Metrics:
         lines: list[str] = []
         for name, counts in sorted(self.counters.items()):
             metric = prefix + name
+            key = LABEL_NAMES.get(name, label_name)
             lines.append(f"# TYPE {metric} counter")
             for label, value in sorted(counts.items()):
-                sel = f'{{{label_name}="{label}"}}' if label else ""
+                sel = f'{{{key}="{_escape(label)}"}}' if label else ""
                 lines.append(f"{metric}{sel} {value:g}")
         for name, hists in sorted(self.histograms.items()):
             metric = prefix + name
@@ -159,6 +182,49 @@ class Metrics:
                 lines.append(f"{metric}_sum{sel} {h.total:.6g}")
                 lines.append(f"{metric}_count{sel} {h.n}")
         return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+# ------------------------------------------------------------------------ live scrape targets
+
+MONITOR_DIR_ENV = "MATRIX_MONITOR_DIR"
+
+
+def monitor_dir() -> Path:
+    """Where a running `matrix monitor` keeps its state: $MATRIX_MONITOR_DIR, else a per-user folder
+    under the system's temporary directory (the same for every process of this user on this machine)."""
+    env = os.environ.get(MONITOR_DIR_ENV)
+    return Path(env) if env else Path(tempfile.gettempdir()) / f"matrix-monitor-{os.getuid()}"
+
+
+def announce_target(job: str, address: str, labels: Mapping[str, str] | None = None) -> Path | None:
+    """Tell a running `matrix monitor` to scrape `http://address/metrics` as `job` (Prometheus file
+    service discovery: one JSON file per target in the monitor's `targets/` folder). Without a
+    monitor, or when the file cannot be written, nothing happens and None is returned: monitoring
+    never stops what it watches. Returns the file to pass to `withdraw_target`."""
+    folder = monitor_dir() / "targets"
+    if not folder.is_dir():
+        return None
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{job}-{address}-{os.getpid()}") + ".json"
+    doc = [{"targets": [address], "labels": {str(k): str(v) for k, v in (labels or {}).items()}}]
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)
+        os.replace(tmp, folder / name)
+    except OSError:
+        return None
+    return folder / name
+
+
+def withdraw_target(path: Path | None) -> None:
+    """Undo `announce_target` (the target stops being scraped)."""
+    if path is not None:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 class TimeSeries:

@@ -234,11 +234,18 @@ class Progress:
 
 
 class PrometheusExporter:
-    """Serves the latest metrics text at `http://HOST:PORT/metrics` from a daemon thread."""
+    """Serves the latest metrics text at `http://HOST:PORT/metrics` from a daemon thread.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    A port already in use never stops the run: the exporter says so in one line and serves on a free
+    port instead. Either way it announces itself to a running `matrix monitor` (job `matrix`, with
+    `labels` as target labels: a `run_id` by default), which then scrapes it until `stop()`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, labels: dict[str, str] | None = None) -> None:
         import http.server
+        import os
         import threading
+
+        from matrix.metrics import announce_target
 
         exporter = self
         self.text = "# no samples yet\n"
@@ -258,23 +265,53 @@ class PrometheusExporter:
             def log_message(self, *args: Any) -> None:
                 return
 
-        self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            if port == 0:
+                raise
+            self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+            print(
+                f"matrix: prometheus_port {port} on {host} is not free ({exc.strerror}); serving the run's metrics "
+                f"on port {self.server.server_address[1]} instead (set prometheus_port to a free port)",
+                file=sys.stderr,
+                flush=True,
+            )
         self.port = int(self.server.server_address[1])
         self.url = f"http://{host}:{self.port}/metrics"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
+        run_id = os.environ.get("MATRIX_RUN_ID") or f"pid{os.getpid()}"
+        self._target = announce_target("matrix", f"{host}:{self.port}", labels or {"run_id": run_id})
 
     def update(self, text: str) -> None:
         self.text = text
 
     def stop(self) -> None:
+        from matrix.metrics import withdraw_target
+
+        withdraw_target(self._target)
         self.server.shutdown()
         self.server.server_close()
 
 
+#: Gauges whose name ends in a label value: `queue_depth_<role>` is exported as `queue_depth{role=...}`.
+LABELLED_GAUGES = {"queue_depth_": "role"}
+
+
 def gauges_text(values: dict[str, float], prefix: str = "matrix_") -> str:
-    lines = []
+    """Prometheus text of `values`, one gauge each (the families of `LABELLED_GAUGES` labelled)."""
+    families: dict[str, list[str]] = {}
     for name, value in sorted(values.items()):
-        lines.append(f"# TYPE {prefix}{name} gauge")
-        lines.append(f"{prefix}{name} {value:g}")
+        metric, sel = name, ""
+        for stem, label in LABELLED_GAUGES.items():
+            if name.startswith(stem) and len(name) > len(stem):
+                value_of_label = name[len(stem) :].replace("\\", "\\\\").replace('"', '\\"')
+                metric, sel = stem.rstrip("_"), f'{{{label}="{value_of_label}"}}'
+                break
+        families.setdefault(metric, []).append(f"{prefix}{metric}{sel} {value:g}")
+    lines = []
+    for metric, samples in families.items():
+        lines.append(f"# TYPE {prefix}{metric} gauge")
+        lines += samples
     return "\n".join(lines) + "\n"

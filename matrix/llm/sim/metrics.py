@@ -42,7 +42,8 @@ class _Metric:
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
-    def render(self, const: LabelKey) -> list[str]:
+    def render(self, const: LabelKey, name: str | None = None) -> list[str]:
+        """The samples, under `name` when given (an alias such as vLLM's name for the same series)."""
         raise NotImplementedError
 
 
@@ -60,9 +61,9 @@ class Counter(_Metric):
     def get(self, **labels: str) -> float:
         return self.values.get(tuple(sorted(labels.items())), 0.0)
 
-    def render(self, const: LabelKey) -> list[str]:
+    def render(self, const: LabelKey, name: str | None = None) -> list[str]:
         values = self.values or {(): 0.0}
-        return [f"{self.name}{_labels(const + key)} {_num(v)}" for key, v in values.items()]
+        return [f"{name or self.name}{_labels(const + key)} {_num(v)}" for key, v in values.items()]
 
 
 class Gauge(_Metric):
@@ -74,8 +75,8 @@ class Gauge(_Metric):
         super().__init__(name, help_text)
         self.read = read
 
-    def render(self, const: LabelKey) -> list[str]:
-        return [f"{self.name}{_labels(const)} {_num(float(self.read()))}"]
+    def render(self, const: LabelKey, name: str | None = None) -> list[str]:
+        return [f"{name or self.name}{_labels(const)} {_num(float(self.read()))}"]
 
 
 class Histogram(_Metric):
@@ -93,14 +94,15 @@ class Histogram(_Metric):
         self.sum += value
         self.count += 1
 
-    def render(self, const: LabelKey) -> list[str]:
+    def render(self, const: LabelKey, name: str | None = None) -> list[str]:
+        name = name or self.name
         lines = []
         running = 0
         for bound, n in zip([*self.bounds, math.inf], self.counts, strict=True):
             running += n
-            lines.append(f"{self.name}_bucket{_labels((*const, ('le', _num(bound))))} {running}")
-        lines.append(f"{self.name}_sum{_labels(const)} {_num(self.sum)}")
-        lines.append(f"{self.name}_count{_labels(const)} {self.count}")
+            lines.append(f"{name}_bucket{_labels((*const, ('le', _num(bound))))} {running}")
+        lines.append(f"{name}_sum{_labels(const)} {_num(self.sum)}")
+        lines.append(f"{name}_count{_labels(const)} {self.count}")
         return lines
 
 
@@ -171,3 +173,33 @@ class Registry:
             lines += metric.header()
             lines += metric.render(self.const)
         return "\n".join(lines) + "\n"
+
+    def render_aliases(self, aliases: Mapping[str, str], labels: Mapping[str, str]) -> str:
+        """The metrics named in `aliases` (our name -> another name) again under the other name, with
+        `labels` added to the constant ones, e.g. vLLM's names so that a dashboard written for vLLM
+        reads a simulated replica too (the `simulated="true"` label still marks every sample)."""
+        const = tuple(sorted({**dict(self.const), **labels}.items()))
+        lines: list[str] = []
+        for ours, theirs in aliases.items():
+            metric = self._metrics.get(ours)
+            if metric is None:
+                continue
+            lines += [f"# HELP {theirs} {metric.help}", f"# TYPE {theirs} {metric.kind}"]
+            lines += metric.render(const, theirs)
+        return "\n".join(lines) + "\n"
+
+
+#: The sim's series that vLLM (v1 engine) exports too, under vLLM's names: a vLLM dashboard panel
+#: (running and waiting requests, KV-cache use, tokens, finished requests, latencies) reads a sim
+#: replica unchanged. vLLM's `kv_cache_usage_perc` is a fraction (0-1), as ours is.
+VLLM_ALIASES: dict[str, str] = {
+    "matrix_sim_requests_running": "vllm:num_requests_running",
+    "matrix_sim_requests_waiting": "vllm:num_requests_waiting",
+    "matrix_sim_kv_cache_usage_ratio": "vllm:kv_cache_usage_perc",
+    "matrix_sim_prompt_tokens_total": "vllm:prompt_tokens_total",
+    "matrix_sim_generation_tokens_total": "vllm:generation_tokens_total",
+    "matrix_sim_preemptions_total": "vllm:num_preemptions_total",
+    "matrix_sim_time_to_first_token_seconds": "vllm:time_to_first_token_seconds",
+    "matrix_sim_inter_token_latency_seconds": "vllm:inter_token_latency_seconds",
+    "matrix_sim_e2e_request_latency_seconds": "vllm:e2e_request_latency_seconds",
+}

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -31,9 +32,10 @@ from aiohttp import web
 
 from matrix.llm.sim.behaviour import BehaviourModel, Reply, apply_limits, get_behaviour, request_digest
 from matrix.llm.sim.engine import EngineStoppedError, SimEngine, SimRequest, SimTiming
-from matrix.llm.sim.metrics import Counter
+from matrix.llm.sim.metrics import VLLM_ALIASES, Counter
 from matrix.llm.sim.profile import DEFAULT_PROFILE, load_profile
 from matrix.llm.sim.tokens import chat_prefix_chain, count_chat_tokens, count_prompt_tokens, split_text
+from matrix.metrics import announce_target, withdraw_target
 
 SIMULATED_HEADER = "X-Matrix-Simulated"
 ENGINE_KEY = web.AppKey("engine", SimEngine)
@@ -484,7 +486,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = request.app[ENGINE_KEY].metrics.render()
+    engine = request.app[ENGINE_KEY]
+    text = engine.metrics.render() + engine.metrics.render_aliases(VLLM_ALIASES, {"model_name": engine.model_name})
     return web.Response(
         text=text, content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
     )
@@ -561,7 +564,15 @@ async def start_server(
 
     `await runner.cleanup()` stops the server (and the engine, if the app started it).
     """
-    runner = web.AppRunner(build_app(engine, model_name), access_log=None, handle_signals=False)
+    app = build_app(engine, model_name)
+    announced: list[Path] = []
+
+    async def withdraw(_app: web.Application) -> None:
+        for target in announced:
+            withdraw_target(target)
+
+    app.on_cleanup.append(withdraw)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -570,6 +581,12 @@ async def start_server(
         await runner.cleanup()
         raise
     bound = runner.addresses[0][1]
+    # A running `matrix monitor` scrapes every replica that announces itself (nothing happens without one).
+    target = announce_target(
+        "replicas", f"{host}:{bound}", {"backend": "sim", "model_name": engine.model_name, "simulated": "true"}
+    )
+    if target is not None:
+        announced.append(target)
     return runner, f"http://{host}:{bound}/v1"
 
 
