@@ -212,6 +212,12 @@ def cmd_bench_virtual(args: argparse.Namespace) -> int:
     return virtual.main(args)
 
 
+def cmd_bench_stream(args: argparse.Namespace) -> int:
+    from experiments.bench import stream
+
+    return stream.main(args)
+
+
 def register_cli(sub: Any) -> None:
     """Add `matrix bench ...` and `matrix demo` to the `matrix` command's subparsers."""
     bench = sub.add_parser("bench", help="benchmarks that write JSON under results/bench/")
@@ -312,6 +318,15 @@ def register_cli(sub: Any) -> None:
     v.add_argument("--run-root", default="results/runs/virtual-validation", help="where the virtual runs go")
     v.add_argument("--out", type=Path, help="JSON path (default results/bench/virtual_clock_validation.json)")
     v.set_defaults(func=cmd_bench_virtual)
+
+    st = bsub.add_parser("stream", help="1,000,000 generated rows through admission (local transport): memory growth")
+    st.add_argument("--rows", type=int, default=1_000_000, help="generated rows (default 1000000)")
+    st.add_argument("--source", choices=["zst", "parquet", "hf", "jsonl"], default="zst", help="input (default zst)")
+    st.add_argument("--concurrency", type=int, default=1000, help="max_concurrent_tasks (default 1000)")
+    st.add_argument("--text-chars", type=int, default=256, help="characters of text per row (default 256)")
+    st.add_argument("--sleep", type=float, default=0.01, help="seconds each step sleeps (default 0.01)")
+    st.add_argument("--out", type=Path, help="JSON path (default results/bench/stream.json, one entry per source)")
+    st.set_defaults(func=cmd_bench_stream)
 
     d = sub.add_parser(
         "demo",
