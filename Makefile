@@ -16,7 +16,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 PHONY_SLURM := slurm-up slurm-down
 PHONY_RESULTS := tables report reference
-.PHONY: $(PHONY_SLURM) $(PHONY_RESULTS) setup demo test test-fast lint bench bench-serving bench-runtime bench-chaos calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin reproduce-nr reproduce-nr-small reproduce-nr-twin reproduce-tau2 reproduce-tau2-small reproduce-tau2-twin bench-tau2-rewrite reproduce-paper-scale reproduce-paper-factors bench-ceiling bench-virtual bench-stream
+.PHONY: $(PHONY_SLURM) $(PHONY_RESULTS) setup demo test test-fast lint bench bench-serving bench-runtime bench-chaos calibrate clean reproduce-coral reproduce-coral-small reproduce-coral-twin reproduce-nr reproduce-nr-small reproduce-nr-twin reproduce-tau2 reproduce-tau2-small reproduce-tau2-twin bench-tau2-rewrite reproduce-paper-scale reproduce-paper-factors bench-ceiling bench-virtual monitor bench-stream
 
 setup: $(STAMP)
 
@@ -170,6 +170,12 @@ bench-ceiling: setup
 # The virtual clock against every committed real-time twin run (results/bench/virtual_clock_validation.json).
 bench-virtual: setup
 	$(VENV)/bin/matrix bench virtual
+
+# Prometheus on 127.0.0.1:$(MONITOR_PORT) watching runs live: Ray's metrics, each run's exporter and every
+# sim replica (README, "Watch a run"; Debian's `prometheus` package). `matrix monitor stop` ends it.
+MONITOR_PORT ?= 9090
+monitor: setup
+	$(VENV)/bin/matrix monitor start --port $(MONITOR_PORT)
 
 # 1,000,000 generated rows (a .jsonl.zst shard) through admission on the local transport, resident memory
 # measured (issue 22: at most +500 MB; a few minutes). STREAM_SOURCE=parquet|hf|jsonl for another input.

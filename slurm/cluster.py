@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,14 @@ class RaySpec:
     num_gpus: int | None = None  # None: the job's GPUs per node
     resources: dict[str, float] = field(default_factory=dict)
     join_timeout_s: float = 900.0
+    #: Start `matrix monitor` (Prometheus on the head's 127.0.0.1:PORT) with the head; None: off. Ray then
+    #: runs its dashboard (on 127.0.0.1) too, which writes the discovery file that lists every node's metrics.
+    monitor_port: int | None = None
 
     @classmethod
     def from_config(cls, ray_cfg: Mapping[str, Any] | None, settings: SlurmSettings) -> RaySpec:
         ray_cfg = dict(ray_cfg or {})
-        unknown = set(ray_cfg) - {"port", "node_ip", "num_cpus", "num_gpus", "resources", "join_timeout_s"}
+        unknown = set(ray_cfg) - {f.name for f in fields(cls)}
         if unknown:
             raise SlurmConfigError(f"cluster.ray has unknown key(s) {sorted(unknown)}")
         gpus = ray_cfg.get("num_gpus")
@@ -72,6 +75,7 @@ class RaySpec:
             num_gpus=settings.gpus_per_node if gpus is None else int(gpus),
             resources={str(k): float(v) for k, v in (ray_cfg.get("resources") or {}).items()},
             join_timeout_s=float(ray_cfg.get("join_timeout_s") or 900.0),
+            monitor_port=None if ray_cfg.get("monitor_port") is None else int(ray_cfg["monitor_port"]),
         )
 
 
@@ -190,8 +194,12 @@ def start_head(d: Path, spec: RaySpec, *, attempts: int = 12) -> tuple[subproces
     still attached to it (Ray then says the head is "already running"): a start that fails before the
     head is up is tried again, 5 s apart, `attempts` times in all."""
     ip = node_ip(spec.node_ip)
-    cmd = [_ray_exe(), "start", "--head", f"--port={spec.port}", "--include-dashboard=false",
-           *_ray_start_args(spec, ip)]  # fmt: skip
+    dashboard = (
+        ["--include-dashboard=true", "--dashboard-host=127.0.0.1"]
+        if spec.monitor_port
+        else ["--include-dashboard=false"]
+    )
+    cmd = [_ray_exe(), "start", "--head", f"--port={spec.port}", *dashboard, *_ray_start_args(spec, ip)]
     for attempt in range(1, attempts + 1):
         print("ray head:", " ".join(cmd), flush=True)
         proc, up = _spawn_ray(cmd, d)
@@ -223,6 +231,39 @@ def start_head(d: Path, spec: RaySpec, *, attempts: int = 12) -> tuple[subproces
     return proc, info
 
 
+def _monitor(d: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+    """`matrix monitor ARGS` with the cluster's monitor folder (`d/monitor`); None if it could not run."""
+    env = {**os.environ, "MATRIX_MONITOR_DIR": str(d / "monitor")}
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "experiments.monitor", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def start_monitor(d: Path, spec: RaySpec) -> bool:
+    """Start `matrix monitor` beside the head when `spec.monitor_port` asks for it. Monitoring that cannot
+    start is said in one line and the cluster goes on without it."""
+    if spec.monitor_port is None:
+        return False
+    res = _monitor(d, "start", f"--port={spec.monitor_port}", "--ray-session=latest")
+    if res is None or res.returncode != 0:
+        lines = (res.stderr or res.stdout).strip().splitlines() if res is not None else []
+        why = lines[-1] if lines else "it did not answer in 120 s"
+        print(f"ray head: monitoring not started ({why}); the cluster runs without it", flush=True)
+        return False
+    print(
+        f"ray head: {res.stdout.strip()} (drivers announce to it with MATRIX_MONITOR_DIR={d / 'monitor'})", flush=True
+    )
+    return True
+
+
+def stop_monitor(d: Path, started: bool) -> None:
+    if started:
+        _monitor(d, "stop")
+
+
 def _forget_current_cluster(address: str) -> None:
     """Remove Ray's per-machine "current cluster" note if it still names this (now stopped) head."""
     note = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
@@ -237,11 +278,15 @@ class RayHead(_checkpointable()):  # type: ignore[misc]
     def __call__(self, cluster_dir: str, spec: RaySpec) -> dict[str, Any]:
         d = Path(cluster_dir)
         proc, info = start_head(d, spec)
-        while proc.poll() is None:
-            if (d / STOP).exists():
-                _stop_child(proc)
-                break
-            time.sleep(1.0)
+        monitoring = start_monitor(d, spec)
+        try:
+            while proc.poll() is None:
+                if (d / STOP).exists():
+                    _stop_child(proc)
+                    break
+                time.sleep(1.0)
+        finally:
+            stop_monitor(d, monitoring)
         _forget_current_cluster(info["address"])
         if not (d / STOP).exists():
             raise RuntimeError(f"the Ray head exited with {proc.returncode} without a stop request")
@@ -343,8 +388,9 @@ def job_cluster(d: Path, spec: RaySpec, *, tasks: int | None = None, rank: int |
         return
     _write_token(d)
     proc, info = start_head(d, spec)
+    monitoring = start_monitor(d, spec)
     saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH",
-                                            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}  # fmt: skip
+                                            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "MATRIX_MONITOR_DIR")}  # fmt: skip
     try:
         deadline = time.monotonic() + spec.join_timeout_s
         while workers_joined(d) < tasks - 1:
@@ -356,6 +402,8 @@ def job_cluster(d: Path, spec: RaySpec, *, tasks: int | None = None, rank: int |
                 raise RuntimeError(f"the Ray head exited with {proc.returncode} while workers were joining")
             time.sleep(0.5)
         os.environ.update({"RAY_ADDRESS": info["address"], **auth_env(d), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"})
+        if monitoring:  # this driver's exporter and replicas announce themselves to the head's monitor
+            os.environ["MATRIX_MONITOR_DIR"] = str(d / "monitor")
         print(f"job cluster: {tasks} nodes at {info['address']}", file=sys.stderr, flush=True)
         yield True
     finally:
@@ -366,6 +414,7 @@ def job_cluster(d: Path, spec: RaySpec, *, tasks: int | None = None, rank: int |
         while workers_joined(d) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.25)
         _stop_child(proc)
+        stop_monitor(d, monitoring)
         _forget_current_cluster(info["address"])
         for k, v in saved.items():
             if v is None:

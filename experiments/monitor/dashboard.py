@@ -30,7 +30,7 @@ _VARIABLES = {"$run_id": ".*", "$role": ".*", "$__rate_interval": _RATE_WINDOW, 
 # these series need it to add admission's and the sinks' counts to them.
 _DRIVER_GAUGES = (
     "the run's driver does not export this series yet: matrix/runtime/ray_p2p.py's per-second gauges need "
-    "{what} (report.gauges_text exports a gauge named `<stem><role>` with a role label)"
+    "{what} (report.gauges_text exports them; `<stem>_<role>` names get a role label, report.LABELLED_GAUGES)"
 )
 
 #: Queries expected to return nothing today, by "panel title / refId", and why. The check fails on a

@@ -72,7 +72,7 @@ def draw(
     for j in range(len(panels), rows * cols):
         axes[j // cols][j % cols].axis("off")
     fig.suptitle(title or str(dashboard.get("title", "")), fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / rows))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
     plt.close(fig)

@@ -296,7 +296,7 @@ class PrometheusExporter:
 
 
 #: Gauges whose name ends in a label value: `queue_depth_<role>` is exported as `queue_depth{role=...}`.
-LABELLED_GAUGES = {"queue_depth_": "role"}
+LABELLED_GAUGES = {"queue_depth_": "role", "completion_tokens_by_role_": "role"}
 
 
 def gauges_text(values: dict[str, float], prefix: str = "matrix_") -> str:

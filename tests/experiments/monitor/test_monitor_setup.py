@@ -205,7 +205,10 @@ def test_problems_fail_on_empty_errors_and_stale_known_empty_entries() -> None:
 
 
 def test_queue_depth_gauges_carry_the_role_as_a_label() -> None:
-    text = gauges_text({"tasks_in_flight": 4, "queue_depth_writer": 2, "queue_depth_critic": 1})
+    text = gauges_text(
+        {"tasks_in_flight": 4, "queue_depth_writer": 2, "queue_depth_critic": 1, "completion_tokens_by_role_critic": 9}
+    )
+    assert 'matrix_completion_tokens_by_role{role="critic"} 9' in text
     assert 'matrix_queue_depth{role="critic"} 1\nmatrix_queue_depth{role="writer"} 2' in text
     assert text.count("# TYPE matrix_queue_depth gauge") == 1 and "matrix_tasks_in_flight 4" in text
 
@@ -279,3 +282,35 @@ def test_a_sim_replica_exports_vllm_names_and_announces_itself(monitor_folder: P
         line = next(ln for ln in text.splitlines() if ln.startswith(name + "{"))
         assert 'model_name="m"' in line and 'simulated="true"' in line, line
     assert not list((monitor_folder / "targets").glob("replicas-*.json")), "withdrawn when the server stops"
+
+
+# ------------------------------------------------------------------------------------- SLURM hook
+
+
+def test_the_cluster_config_can_ask_the_head_to_start_the_monitor(tmp_path: Path) -> None:
+    from slurm.cluster import RaySpec
+    from slurm.settings import SlurmSettings
+
+    settings = SlurmSettings(cluster="c", partition="debug", time_min=10)
+    assert RaySpec.from_config({"port": 6390, "monitor_port": 9091}, settings).monitor_port == 9091
+    assert RaySpec.from_config({"port": 6390}, settings).monitor_port is None
+
+
+def test_a_head_whose_monitor_cannot_start_goes_on_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from slurm.cluster import RaySpec, start_monitor, stop_monitor
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no prometheus binary on it
+    assert start_monitor(tmp_path, RaySpec()) is False  # not asked: nothing runs
+    assert start_monitor(tmp_path, RaySpec(monitor_port=free_port())) is False
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("ray head: monitoring not started (matrix monitor: error: no Prometheus binary")
+    assert line.endswith("apt-get install prometheus) or pass --prometheus PATH); the cluster runs without it")
+    stop_monitor(tmp_path, False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
