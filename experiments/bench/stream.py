@@ -23,13 +23,13 @@ import gc
 import json
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from experiments.bench.memory import MemorySampler
 from matrix.bench.dummy import Echo
 from matrix.workflow import Sequential, register_workflow
 
@@ -77,28 +77,20 @@ def generate(folder: Path, kind: str, rows: int, text_chars: int, sleep_s: float
     return str(path)
 
 
-class RssSampler:
-    """The peak resident set size of this process, sampled every `interval` seconds on a thread."""
+class RssSampler(MemorySampler):
+    """The peak resident set size of this one process (not Ray's), sampled on a thread."""
 
     def __init__(self, interval: float = 0.05) -> None:
-        self.proc = psutil.Process()
-        self.interval = interval
-        self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(interval)
+        self._proc = psutil.Process()
+        self.peak_bytes = self._proc.memory_info().rss
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
+    def ray_rss(self) -> int:  # type: ignore[override]
+        return int(self._proc.memory_info().rss)
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
+        super().__exit__(*exc)
+        self.peak_bytes = max(self.peak_bytes, self.ray_rss())
 
 
 def run_stream(
@@ -148,7 +140,7 @@ def run_stream(
         output_bytes = (folder / "run" / "output.jsonl").stat().st_size
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    growth = (rss.peak - before) / MB
+    growth = (rss.peak_bytes - before) / MB
     return {
         "benchmark": "stream",
         "what": "generated rows through admission on the local transport (one Echo role, no LLM)",
@@ -168,10 +160,10 @@ def run_stream(
         "peak_in_flight": metrics.get("peak_in_flight"),
         "rss_before_warm_up_mb": round(warm / MB, 1),
         "rss_before_mb": round(before / MB, 1),
-        "rss_peak_mb": round(rss.peak / MB, 1),
+        "rss_peak_mb": round(rss.peak_bytes / MB, 1),
         "rss_after_mb": round(after / MB, 1),
         "rss_growth_mb": round(growth, 1),
-        "rss_growth_bytes_per_row": round((rss.peak - before) / rows, 1) if rows else None,
+        "rss_growth_bytes_per_row": round((rss.peak_bytes - before) / rows, 1) if rows else None,
         "limit_mb": LIMIT_MB,
         "within_limit": growth <= LIMIT_MB,
         "simulated": False,
