@@ -327,3 +327,19 @@ def test_admission_holds_at_most_its_bound_of_rows_from_a_streamed_source(
     metrics = asyncio.run(local.run_local_async(cfg, before_step=before_step))
     assert metrics["tasks_finished"] == count["read"] == count["written"] == n
     assert 1 <= count["held"] <= bound + 1, count
+
+
+def test_the_stream_benchmark_measures_a_small_run_and_keeps_each_sources_entry(tmp_path: Path) -> None:
+    import argparse
+
+    from experiments.bench import stream
+
+    out = tmp_path / "stream.json"
+    for source in ("zst", "parquet"):
+        args = argparse.Namespace(rows=1500, concurrency=50, source=source, text_chars=64, sleep=0.0, out=out)
+        assert stream.main(args) == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["runs"]) == {"zst", "parquet"}
+    run = doc["runs"]["zst"]
+    assert run["tasks_finished"] == 1500 and run["peak_in_flight"] <= 50 and run["rss_peak_mb"] >= run["rss_before_mb"]
+    assert run["within_limit"] is True and run["simulated"] is False

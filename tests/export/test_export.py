@@ -248,3 +248,25 @@ def test_a_missing_datasets_package_is_one_line_naming_the_extra(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
         export_run(run_dirs["coral/matrix"], tmp_path / "y", fmt="hf", push_to_hub="me/data")
+
+
+def test_a_new_workflow_brings_its_own_view_and_without_one_export_is_refused(tmp_path: Path) -> None:
+    import matrix.bench.dummy  # noqa: F401  (registers the echo workflow)
+    from matrix.agent import RoleSpec
+    from matrix.bench.dummy import Echo
+    from matrix.export.views import registered
+    from matrix.runtime.config import RunConfig
+    from matrix.runtime.local import run_local
+
+    rows_in = [{"id": i, "x": i} for i in range(12)]
+    roles = [RoleSpec("a", Echo), RoleSpec("b", Echo)]
+    cfg = RunConfig(workflow="echo", roles=roles, source=rows_in, run_dir=tmp_path / "run", progress=False)
+    run_local(cfg)
+    if "echo" not in registered():
+        with pytest.raises(ValueError, match="no export view for workflow 'echo'"):
+            export_run(tmp_path / "run", tmp_path / "none.jsonl")
+    s = export_run(tmp_path / "run", tmp_path / "echo.jsonl", views=["tests.export.echo_view"], where=["x > 2"])
+    assert s.accounted and dict(s.left_out) == {"x is a multiple of 5": 3}
+    assert s.failed_where == 2 and s.written == 7  # x in 1, 2 fail; 3, 4, 6, 7, 8, 9, 11 written
+    got = {r["metadata"]["x"]: r["messages"][1]["content"] for r in records(tmp_path / "echo.jsonl")}
+    assert got[7] == "a:7 b:7" and set(got) == {3, 4, 6, 7, 8, 9, 11}
