@@ -9,15 +9,24 @@ faults) and, while the second run drives, a killer thread does this every `inter
 - `agent`: kill a random agent actor (`ray.kill(..., no_restart=False)`; Ray restarts it);
 - `sink`: kill the sink actor of a random partition (Ray restarts it; it reloads its ledger);
 - `model`: kill a random sim replica's process and start a new one on the same port (the replicas
-  are not Ray-restartable, so the harness plays the supervisor that would bring a GPU server back).
+  are not Ray-restartable, so the harness plays the supervisor that would bring a GPU server back);
+- `node`: kill a whole worker node of a local multi-node cluster (`--nodes N` worker nodes beside the
+  head, `experiments.bench.nodes`): its raylet, its object store and every actor on it, with the
+  payloads they own, at once (SIGKILL); a fresh node is started at once, as a cluster's autoscaler
+  or a requeued SLURM job would. The run's agents and sinks are spread over every node
+  (`RunConfig.placement="spread"`); a node holding an actor that cannot be restarted (the run's
+  directory, the sim replicas) is never a victim;
+- `admission`: kill a partition's admission actor (Ray restarts it; it rebuilds its lease table).
 
 One target is drawn per kill (seeded RNG) from the requested ones. A restart time runs from the kill
 until the new incarnation answers: for an actor, until a call returns a different process id and its
 `ready` (agents) or `counts` (sink) call returns; for a replica, until its HTTP server listens again.
-The killer waits for each victim to come back before the next kill is due, and stops once admission
-has nothing left in flight. `admission` and `tool` are refused with a reason: an admission actor
-is not restartable (its lease table is the only record of the tasks in flight), and Coral calls
-no tool server.
+For a node, the restart time runs until every actor that lived on it answers from its new process
+and the replacement node is up; the log also has when the GCS declared the node dead and how long
+the replacement took. The killer waits for each victim to come back before the next kill is due,
+and stops once admission has nothing left in flight. `tool` is refused with a reason (Coral calls no
+tool server), and so is `admission` while the runtime's admission actor is not restartable, and
+`node` without a cluster of several nodes, each before anything starts.
 
 Lost and duplicated tasks are counted from the output file, not from the runtime's counters: every
 input (task_id, trial) must have exactly one row, and that row must be `done`. Tokens for the
@@ -36,6 +45,7 @@ comparison goes to `results/bench/chaos.json`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -46,18 +56,28 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlsplit
 
 import ray
 from omegaconf import OmegaConf
 from ray.exceptions import RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from experiments.bench.nodes import (
+    DEFAULT_OBJECT_STORE_MB,
+    LocalCluster,
+    local_cluster,
+    placement_of,
+    wait_node_dead,
+)
 from experiments.cases.coral import CoralCase
 from matrix.llm.backends.base import Pool, PoolSpec
+from matrix.runtime import ray_p2p
 from matrix.runtime.ray_p2p import RayRun, ensure_ray
 from matrix.runtime.report import write_json
 
@@ -65,10 +85,18 @@ Key = tuple[str, int]
 
 CORAL_CASE_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "case" / "coral.yaml"
 
-TARGETS = ("agent", "sink", "model")
+# Set once the runtime's admission actor is restartable (it rebuilds its lease table after a restart).
+ADMISSION_RESTARTABLE = False
+TARGETS = ("agent", "sink", "model", "node", *(("admission",) if ADMISSION_RESTARTABLE else ()))
 UNSUPPORTED = {
-    "admission": "an admission actor is not restartable: its lease table is the run's only record of the tasks in "
-    "flight, so killing it ends the run (resume after a stop is the way back, not a restart)",
+    **(
+        {}
+        if ADMISSION_RESTARTABLE
+        else {
+            "admission": "an admission actor is not restartable: its lease table is the run's only record of the "
+            "tasks in flight, so killing it ends the run (resume after a stop is the way back, not a restart)"
+        }
+    ),
     "tool": "the Coral workload calls no tool server, so there is none to kill",
 }
 # experiments/paper_tables.csv, T6 (paper v2): (no crash, a random agent killed every 12 minutes)
@@ -94,11 +122,15 @@ DEFAULTS: dict[str, Any] = {
     "profile": "a100-llama31-8b",
     "seed": 0,
     "max_attempts": 10,
+    "nodes": 0,
 }
 
 
-def parse_targets(text: str | Sequence[str]) -> tuple[str, ...]:
-    """`agent,sink` -> ("agent", "sink"); an unknown or unsupported target is a ValueError naming it."""
+def parse_targets(text: str | Sequence[str], *, nodes: int | None = None) -> tuple[str, ...]:
+    """`agent,sink` -> ("agent", "sink"); an unknown or unsupported target is a ValueError naming it.
+
+    With `nodes` (worker nodes beside the head) given, `node` is refused on a one-node cluster.
+    """
     names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
     if not names:
         raise ValueError("no chaos targets given (choose from: " + ", ".join(TARGETS) + ")")
@@ -107,6 +139,13 @@ def parse_targets(text: str | Sequence[str]) -> tuple[str, ...]:
             raise ValueError(f"chaos target {n!r} is not supported: {UNSUPPORTED[n]}")
         if n not in TARGETS:
             raise ValueError(f"unknown chaos target {n!r} (choose from: {', '.join(TARGETS)})")
+    if nodes is not None and nodes < 0:
+        raise ValueError(f"nodes (worker nodes beside the head) must be >= 0, got {nodes}")
+    if "node" in names and nodes is not None and nodes < 1:
+        raise ValueError(
+            "chaos target 'node' needs a cluster of several nodes, and this one has only its head node: "
+            "start worker nodes beside it with --nodes N (e.g. --nodes 2)"
+        )
     return tuple(dict.fromkeys(names))
 
 
@@ -123,6 +162,7 @@ class Kill:
     held: int | None = None  # tasks the victim held when it was killed (agents)
     restart_seconds: float | None = None  # None: it did not come back before the deadline
     error: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)  # node kills: the actors on it, detection, replacement
 
 
 @dataclass
@@ -215,24 +255,57 @@ def differing(a: dict[Key, str], b: dict[Key, str]) -> int:
     return sum(1 for k in a.keys() & b.keys() if a[k] != b[k])
 
 
-def restart_summary(kills: Sequence[Kill]) -> dict[str, Any]:
-    """Paper Table 5's figures: kills, by target and victim, restarts and their times."""
-    times = sorted(k.restart_seconds for k in kills if k.restart_seconds is not None)
+def _times(values: Iterable[float | None]) -> dict[str, Any]:
+    """Count, mean, median and maximum of the values that are not None."""
+    times = sorted(v for v in values if v is not None)
 
     def pct(p: float) -> float | None:
         return times[min(len(times) - 1, max(0, math.ceil(p * len(times)) - 1))] if times else None
 
     return {
+        "n": len(times),
+        "mean": sum(times) / len(times) if times else None,
+        "p50": pct(0.5),
+        "max": times[-1] if times else None,
+    }
+
+
+def restart_summary(kills: Sequence[Kill]) -> dict[str, Any]:
+    """Paper Table 5's figures: kills, by target and victim, restarts and their times (also per target)."""
+    t = _times(k.restart_seconds for k in kills)
+    out: dict[str, Any] = {
         "kills": len(kills),
         "kills_by_target": dict(Counter(k.target for k in kills)),
         "victims": dict(sorted(Counter(k.victim for k in kills).items())),
-        "restarts": len(times),
+        "restarts": t["n"],
         "not_restarted": sum(1 for k in kills if k.restart_seconds is None),
-        "mean_restart_seconds": sum(times) / len(times) if times else None,
-        "p50_restart_seconds": pct(0.5),
-        "max_restart_seconds": times[-1] if times else None,
+        "mean_restart_seconds": t["mean"],
+        "p50_restart_seconds": t["p50"],
+        "max_restart_seconds": t["max"],
         "tasks_held_by_victims": sum(k.held or 0 for k in kills),
+        "by_target": {},
     }
+    for target in sorted({k.target for k in kills}):
+        mine = [k for k in kills if k.target == target]
+        tt = _times(k.restart_seconds for k in mine)
+        out["by_target"][target] = {
+            "kills": len(mine), "restarts": tt["n"], "mean_restart_seconds": tt["mean"],
+            "p50_restart_seconds": tt["p50"], "max_restart_seconds": tt["max"],
+            "tasks_held_by_victims": sum(k.held or 0 for k in mine),
+        }  # fmt: skip
+    nodes = [k for k in kills if k.target == "node"]
+    if nodes:
+        out["node_kills"] = {
+            "actors_on_killed_nodes": sum(len(k.detail.get("actors", [])) for k in nodes),
+            "sinks_on_killed_nodes": sum(
+                1 for k in nodes for a in k.detail.get("actors", []) if str(a).startswith("sink-")
+            ),
+            "processes_killed": sum(int(k.detail.get("processes_killed", 0)) for k in nodes),
+            "mean_death_detected_seconds": _times(k.detail.get("death_detected_seconds") for k in nodes)["mean"],
+            "mean_actors_back_seconds": _times(k.detail.get("actors_back_seconds") for k in nodes)["mean"],
+            "mean_replacement_seconds": _times(k.detail.get("replacement_seconds") for k in nodes)["mean"],
+        }
+    return out
 
 
 def change_percent(before: float, after: float) -> float | None:
@@ -418,9 +491,9 @@ class SimFleet:
     """The sim replicas of one pool spec, which the harness can kill and bring back on the same port (their
     URLs are in every agent's config); the `sim` backend's `start_pool` with fixed ports and restarts."""
 
-    def __init__(self, spec: PoolSpec, time_scale: float) -> None:
+    def __init__(self, spec: PoolSpec, time_scale: float, *, node_id: str | None = None) -> None:
         from matrix.llm.sim.profile import DEFAULT_PROFILE, load_profile
-        from matrix.llm.sim.replicas import SimReplicaActor, start_sim_replicas
+        from matrix.llm.sim.replicas import SimReplicaActor, SimReplicas, start_sim_replicas
 
         self.spec = spec
         self.profile = spec.sim_profile or DEFAULT_PROFILE
@@ -430,10 +503,17 @@ class SimFleet:
         behaviour_config = dict(spec.sim_behaviour_config)
         self._args = (prof, self.time_scale, spec.sim_behaviour, behaviour_config, self.model, "127.0.0.1")
         self._cls: Any = ray.remote(num_cpus=0)(SimReplicaActor)
-        self.sims = start_sim_replicas(
-            spec.replicas, prof, self.time_scale, spec.sim_behaviour, behaviour_config=behaviour_config,
-            model=self.model, ports=fixed_ports(spec.replicas),
-        )  # fmt: skip
+        if node_id is None:
+            self.sims = start_sim_replicas(
+                spec.replicas, prof, self.time_scale, spec.sim_behaviour, behaviour_config=behaviour_config,
+                model=self.model, ports=fixed_ports(spec.replicas),
+            )  # fmt: skip
+        else:  # on that node (the head of a local cluster), which node kills spare
+            self._cls = self._cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
+            actors = [self._cls.remote(*self._args) for _ in range(spec.replicas)]
+            ports = fixed_ports(spec.replicas)
+            urls = ray.get([a.start.remote(port) for a, port in zip(actors, ports, strict=True)], timeout=120)
+            self.sims = SimReplicas(urls, actors)
         self.urls = list(self.sims)
 
     def pool(self) -> Pool:
@@ -482,6 +562,7 @@ class Killer:
         seed: int,
         expected_tasks: int,
         fleet: SimFleet | None = None,
+        cluster: LocalCluster | None = None,
         log: Callable[[str], None] | None = None,
         restart_deadline_s: float = 120.0,
     ) -> None:
@@ -489,12 +570,15 @@ class Killer:
             raise ValueError(f"chaos interval must be > 0 seconds, got {interval}")
         if "model" in targets and fleet is None:
             raise ValueError("chaos target 'model' needs the sim fleet")
+        if "node" in targets and (cluster is None or not cluster.live_workers()):
+            raise ValueError("chaos target 'node' needs a local cluster with at least one worker node (--nodes N)")
         self.run = run
         self.targets = tuple(targets)
         self.interval = interval
         self.rng = random.Random(seed)
         self.expected = expected_tasks
         self.fleet = fleet
+        self.cluster = cluster
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.deadline = restart_deadline_s
         self.kills: list[Kill] = []
@@ -534,7 +618,15 @@ class Killer:
             back = "did not come back" if kill.restart_seconds is None else f"back in {kill.restart_seconds:.2f} s"
             held = f" holding {kill.held} tasks" if kill.held is not None else ""
             err = f" ({kill.error})" if kill.error else ""
-            self.log(f"chaos: t={kill.t:.1f}s kill #{len(self.kills)}: {target} {kill.victim}{held}, {back}{err}")
+            more = ""
+            if kill.target == "node" and kill.detail:
+                d = kill.detail
+                more = (
+                    f" [{len(d.get('actors', []))} actors: {', '.join(d.get('actors', [])) or 'none'}; dead after "
+                    f"{_num(d.get('death_detected_seconds'), '.2f')} s; {d.get('replacement', '?')} up after "
+                    f"{_num(d.get('replacement_seconds'), '.2f')} s]"
+                )
+            self.log(f"chaos: t={kill.t:.1f}s kill #{len(self.kills)}: {target} {kill.victim}{held}, {back}{err}{more}")
             # The next kill is due one interval after this one, or at once if the restart took longer.
             due = max(due + self.interval, time.monotonic())
 
@@ -546,20 +638,96 @@ class Killer:
             p = self.rng.choice(sorted(self.run.sinks))
             sink = self.run.sinks[p]
             return self._kill_actor("sink", f"sink-{p}", sink, held=False, ready=lambda: sink.counts.remote())
+        if target == "admission":
+            p = self.rng.choice(sorted(self.run.admissions))
+            adm = self.run.admissions[p]
+            return self._kill_actor("admission", f"admission-{p}", adm, held=False, ready=lambda: adm.progress.remote())
         if target == "model":
             assert self.fleet is not None
             i = self.rng.randrange(len(self.fleet.urls))
             t = time.monotonic() - self._t0
             seconds = self.fleet.restart(i, deadline_s=self.deadline)
             return Kill(t, "model", f"replica-{i}", restart_seconds=seconds)
+        if target == "node":
+            return self._kill_node()
         raise ValueError(f"unknown chaos target {target!r}")
 
-    def _kill_actor(self, target: str, name: str, handle: Any, *, held: bool, ready: Callable[[], Any]) -> Kill:
-        old_pid = ray.get(handle.__ray_call__.remote(_pid), timeout=60)
-        n_held = len(ray.get(handle.held.remote(), timeout=60)) if held else None
+    def restartable(self) -> dict[str, tuple[Any, Callable[[Any], Any]]]:
+        """The run's actors that Ray restarts, by name, each with the call that says its new process is ready."""
+        out: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+            name: (h, lambda a: a.ready.remote()) for name, h in self.run.all_agents()
+        }
+        out.update({f"sink-{p}": (h, lambda a: a.counts.remote()) for p, h in self.run.sinks.items()})
+        if ADMISSION_RESTARTABLE:
+            out.update({f"admission-{p}": (h, lambda a: a.progress.remote()) for p, h in self.run.admissions.items()})
+        return out
+
+    def fixed(self) -> dict[str, Any]:
+        """Actors that no restart brings back: a node that holds one of them is never killed."""
+        out: dict[str, Any] = {"directory": self.run.directory}
+        if not ADMISSION_RESTARTABLE:
+            out.update({f"admission-{p}": h for p, h in self.run.admissions.items()})
+        if self.fleet is not None:
+            out.update({f"replica-{i}": h for i, h in enumerate(self.fleet.sims.actors)})
+        return out
+
+    def _kill_node(self) -> Kill:
+        assert self.cluster is not None
+        cluster = self.cluster
+        actors = self.restartable()
+        where = placement_of({n: h for n, (h, _) in actors.items()})
+        pinned = {node for node, _ in placement_of(self.fixed()).values()}
+        if not cluster.live_workers():
+            raise RuntimeError("no worker node is alive (a replacement did not start)")
+        candidates = [w for w in cluster.live_workers() if w.node_id not in pinned]
+        if not candidates:
+            raise RuntimeError(
+                "every worker node holds an actor that cannot be restarted (the directory, an admission or a "
+                "sim replica), so no node can be killed without ending the run"
+            )
+        victim = self.rng.choice(candidates)
+        on_it = sorted(n for n, (node, _) in where.items() if node == victim.node_id)
+        held: set[Any] = set()  # the tasks its agents hold (or handed on a moment ago), each once
+        for n in on_it:
+            if not n.startswith(("sink-", "admission-")):
+                with suppress(RayError, TimeoutError):
+                    held.update(tuple(k) for k in ray.get(actors[n][0].held.remote(), timeout=60))
         t_kill = time.monotonic()
-        ray.kill(handle, no_restart=False)
-        kill = Kill(t_kill - self._t0, target, name, held=n_held)
+        kill = Kill(t_kill - self._t0, "node", victim.name, held=len(held))
+        dead: dict[str, float | None] = {}
+        watcher = threading.Thread(
+            target=lambda: dead.update(s=wait_node_dead(victim.node_id, deadline_s=self.deadline)), daemon=True
+        )
+        n_procs = cluster.kill(victim)
+        watcher.start()
+        new = cluster.add_worker()  # the replacement, as an autoscaler or a requeued job brings one
+        replacement_seconds = time.monotonic() - t_kill
+        back: list[float] = []
+        for n in on_it:
+            handle, ready = actors[n]
+            seconds = self._wait_back(handle, where[n][1], functools.partial(ready, handle), t_kill)
+            if seconds is None:
+                kill.error = f"{n} did not come back in {self.deadline:.0f} s"
+                break
+            back.append(seconds)
+        watcher.join(self.deadline)
+        actors_back = max(back, default=0.0) if len(back) == len(on_it) else None
+        if actors_back is not None:
+            kill.restart_seconds = max(actors_back, replacement_seconds)
+        kill.detail = {
+            "node_id": victim.node_id,
+            "actors": on_it,
+            "processes_killed": n_procs,
+            "death_detected_seconds": dead.get("s"),
+            "actors_back_seconds": actors_back,
+            "replacement": new.name,
+            "replacement_seconds": replacement_seconds,
+        }
+        return kill
+
+    def _wait_back(self, handle: Any, old_pid: int, ready: Callable[[], Any], t_kill: float) -> float | None:
+        """Seconds from `t_kill` until `handle` answers from a process other than `old_pid` and `ready()`
+        returns; None if that did not happen before the deadline."""
         while time.monotonic() - t_kill < self.deadline:
             try:
                 pid = ray.get(handle.__ray_call__.remote(_pid), timeout=10)
@@ -574,8 +742,16 @@ class Killer:
             except (RayError, TimeoutError):
                 time.sleep(0.02)
                 continue
-            kill.restart_seconds = time.monotonic() - t_kill
-            break
+            return time.monotonic() - t_kill
+        return None
+
+    def _kill_actor(self, target: str, name: str, handle: Any, *, held: bool, ready: Callable[[], Any]) -> Kill:
+        old_pid = ray.get(handle.__ray_call__.remote(_pid), timeout=60)
+        n_held = len(ray.get(handle.held.remote(), timeout=60)) if held else None
+        t_kill = time.monotonic()
+        ray.kill(handle, no_restart=False)
+        kill = Kill(t_kill - self._t0, target, name, held=n_held)
+        kill.restart_seconds = self._wait_back(handle, old_pid, ready, t_kill)
         return kill
 
 
@@ -632,6 +808,8 @@ def _run_once(
     chaos: dict[str, Any] | None,
     fleet: SimFleet | None,
     log: Callable[[str], None],
+    cluster: LocalCluster | None = None,
+    watch: Callable[[RayRun, Killer | None], AbstractContextManager[Any]] | None = None,
 ) -> tuple[dict[str, Any], list[Kill]]:
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.glob("output*.jsonl"):
@@ -639,21 +817,26 @@ def _run_once(
     labels = {**case.labels(pools), "system": "matrix", "concurrency": concurrency, "experiment": "chaos"}
     if chaos is not None:
         labels["faults"] = f"kill one of {'/'.join(chaos['targets'])} every {chaos['interval']:g} s"
+    if cluster is not None:
+        labels["nodes"] = 1 + len(cluster.live_workers())
     cfg = case.p2p_config(
         pools, settings, inputs, run_dir, concurrency=concurrency, partitions=1, instances=instances,
         progress=progress, labels=labels, max_attempts=max_attempts,
+        placement="spread" if cluster is not None else "default",
     )  # fmt: skip
-    run = RayRun(cfg)
+    with pinned_to_head(cluster):
+        run = RayRun(cfg)
     killer = None
     try:
         if chaos is not None:
             killer = Killer(
                 run, targets=chaos["targets"], interval=chaos["interval"], seed=chaos["seed"],
-                expected_tasks=len(inputs), fleet=fleet, log=log,
+                expected_tasks=len(inputs), fleet=fleet, cluster=cluster, log=log,
             )  # fmt: skip
             killer.start()
         try:
-            metrics = drive(run, stall_seconds=stall_seconds)
+            with watch(run, killer) if watch is not None else nullcontext():
+                metrics = drive(run, stall_seconds=stall_seconds)
         finally:
             if killer is not None:
                 killer.stop()
@@ -684,13 +867,66 @@ def coral_case(*, tasks: int, max_turns: int, length_scale: float, replicas: int
 
 
 @contextmanager
-def _fleet(spec: PoolSpec, time_scale: float) -> Iterator[SimFleet]:
+def sim_fleet(spec: PoolSpec, time_scale: float, cluster: LocalCluster | None = None) -> Iterator[SimFleet]:
+    """The sim replicas of `spec`, started on Ray (ensure_ray; on a local cluster, on its head) and
+    stopped on exit."""
     ensure_ray()
-    fleet = SimFleet(spec, time_scale)
+    fleet = SimFleet(spec, time_scale, node_id=cluster.head.node_id if cluster is not None else None)
     try:
         yield fleet
     finally:
         fleet.stop()
+
+
+@contextmanager
+def pinned_to_head(cluster: LocalCluster | None) -> Iterator[None]:
+    """While a run's actors are created: its directory (and its admission actors, while those are not
+    restartable) go on the cluster's head node, which node kills spare.
+
+    Ray places a zero-CPU actor that names no strategy on any node of the cluster, not necessarily the
+    driver's; on a node that dies, these actors would end the run, since no restart brings them back.
+    The runtime creates them with its default placement, so this sets the strategy on their classes'
+    `options` for the length of the block (nothing else changes).
+    """
+    if cluster is None:
+        yield
+        return
+    strategy = NodeAffinitySchedulingStrategy(cluster.head.node_id, soft=False)
+    classes = [ray_p2p.Directory, *(() if ADMISSION_RESTARTABLE else (ray_p2p.AdmissionActor,))]
+    with ExitStack() as stack:
+        for cls in classes:
+            options = cls.options
+
+            def pinned(*args: Any, _options: Any = options, **kwargs: Any) -> Any:
+                return _options(*args, **{**kwargs, "scheduling_strategy": strategy})
+
+            stack.enter_context(mock.patch.object(cls, "options", pinned))
+        yield
+
+
+@contextmanager
+def maybe_cluster(nodes: int, *, object_store_mb: int) -> Iterator[LocalCluster | None]:
+    """A local cluster of a head and `nodes` worker nodes (this process's driver joins it), or None and
+    whatever Ray `ensure_ray` gives when `nodes` is 0."""
+    if nodes <= 0:
+        yield None
+        return
+    with local_cluster(nodes, object_store_mb=object_store_mb) as cluster:
+        yield cluster
+
+
+def cluster_record(cluster: LocalCluster | None) -> dict[str, Any]:
+    """The cluster a run used, for its report."""
+    if cluster is None:
+        return {"nodes": 1, "worker_nodes": 0, "placement": "default"}
+    return {
+        "nodes": 1 + cluster.workers, "worker_nodes": cluster.workers, "placement": "spread",
+        "object_store_mb_per_node": cluster.object_store_mb, "worker_node_cpus": cluster.worker_cpus,
+        "health_check_period_ms": cluster.health_check_period_ms,
+        "health_check_failure_threshold": cluster.health_check_failure_threshold,
+        "health_check_timeout_ms": cluster.health_check_timeout_ms,
+        "what": "a head and worker nodes on 127.0.0.1 (real raylets and object stores, experiments.bench.nodes)",
+    }  # fmt: skip
 
 
 def run_chaos(
@@ -707,6 +943,8 @@ def run_chaos(
     profile: str = DEFAULTS["profile"],
     seed: int = DEFAULTS["seed"],
     max_attempts: int = DEFAULTS["max_attempts"],
+    nodes: int = DEFAULTS["nodes"],
+    object_store_mb: int = DEFAULT_OBJECT_STORE_MB,
     run_root: Path = Path("results/runs"),
     run_id: str | None = None,
     progress: bool = True,
@@ -716,10 +954,12 @@ def run_chaos(
 ) -> dict[str, Any]:
     """The same Coral workload without and with faults on the same sim replicas; returns the report.
 
-    `on_point(doc)` gets the document after the fault-free run and again at the end (partial results
-    survive a failure of the second run). The faulty run's metrics.json gets the `chaos` block.
+    With `nodes` > 0 both runs go on a local cluster of a head and that many worker nodes, the run's
+    agents and sinks spread over them (the `node` target needs it). `on_point(doc)` gets the document
+    after the fault-free run and again at the end (partial results survive a failure of the second
+    run). The faulty run's metrics.json gets the `chaos` block.
     """
-    targets = parse_targets(targets)
+    targets = parse_targets(targets, nodes=nodes)
     if tasks < 1:
         raise ValueError(f"tasks must be >= 1, got {tasks}")
     if interval <= 0:
@@ -743,12 +983,17 @@ def run_chaos(
             "instances": instances, "replicas": replicas, "profile": profile, "time_scale": time_scale,
             "max_attempts": max_attempts,
         },
+        "cluster": {},
         "cpu_count": os.cpu_count(),
         "run_dirs": {"faulty": str(faulty_dir), "fault_free": str(free_dir)},
         "paper": {"table": "T6", **{k: list(v) if isinstance(v, tuple) else v for k, v in PAPER_T6.items()}},
     }  # fmt: skip
 
-    with _fleet(spec, time_scale) as fleet:
+    with (
+        maybe_cluster(nodes, object_store_mb=object_store_mb) as cluster,
+        sim_fleet(spec, time_scale, cluster) as fleet,
+    ):
+        doc["cluster"] = cluster_record(cluster)
         pools = {spec.name: fleet.pool()}
         settings = case.settings(pools)
         inputs = case.inputs(settings)
@@ -758,7 +1003,7 @@ def run_chaos(
             return _run_once(
                 case, pools, settings, inputs, run_dir, concurrency=concurrency, instances=instances,
                 max_attempts=max_attempts, progress=progress, stall_seconds=stall_seconds, chaos=with_chaos,
-                fleet=fleet if with_chaos is not None else None, log=say,
+                fleet=fleet if with_chaos is not None else None, log=say, cluster=cluster,
             )  # fmt: skip
 
         say(f"chaos: fault-free run of {tasks} Coral tasks -> {free_dir}")

@@ -126,10 +126,10 @@ def cmd_bench_chaos(args: argparse.Namespace) -> int:
     from matrix.runtime.report import write_json
 
     out = args.out or Path("results/bench/chaos.json")
-    targets = chaos.parse_targets(args.targets)  # a bad target is one line before anything starts
+    targets = chaos.parse_targets(args.targets, nodes=args.nodes)  # a bad target: one line before anything starts
     print(
         f"matrix bench chaos: {args.tasks} Coral tasks on SIMULATED replicas, a kill every {args.interval:g} s "
-        f"({', '.join(targets)})",
+        f"({', '.join(targets)})" + (f" on a head and {args.nodes} worker nodes" if args.nodes else ""),
         file=sys.stderr,
         flush=True,
     )
@@ -144,6 +144,8 @@ def cmd_bench_chaos(args: argparse.Namespace) -> int:
         max_turns=args.max_turns,
         seed=args.seed,
         max_attempts=args.max_attempts,
+        nodes=args.nodes,
+        object_store_mb=args.object_store_mb,
         run_root=args.run_root,
         run_id=args.run_id,
         on_point=lambda d: write_json(out, _portable(d)),
@@ -152,6 +154,12 @@ def cmd_bench_chaos(args: argparse.Namespace) -> int:
     print(chaos.format_table(doc))
     print(f"wrote {out} and {doc['run_dirs']['faulty']}/metrics.json")
     return 0 if chaos.ok(doc) else 1
+
+
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from experiments.bench import soak
+
+    return soak.main(args)
 
 
 def cmd_bench_saturation(args: argparse.Namespace) -> int:
@@ -274,7 +282,9 @@ def register_cli(sub: Any) -> None:
     c = bsub.add_parser("chaos", help="Coral on sim replicas without and with an actor killed every few seconds")
     c.add_argument("--tasks", type=int, default=5000, help="Coral tasks per run (default 5000)")
     c.add_argument("--interval", type=float, default=5.0, help="seconds between kills (default 5)")
-    c.add_argument("--targets", default="agent", help="comma-separated: agent (default), sink, model")
+    c.add_argument("--targets", default="agent", help="comma-separated: agent (default), sink, model, node")
+    c.add_argument("--nodes", type=int, default=0, help="worker nodes beside the head (default 0: one node)")
+    c.add_argument("--object-store-mb", type=int, default=128, help="object store per node, MB (default 128)")
     c.add_argument("--concurrency", type=int, default=200, help="max_concurrent_tasks (default 200)")
     c.add_argument("--replicas", type=int, default=2, help="sim replicas (default 2)")
     c.add_argument("--instances", type=int, default=2, help="actors per role (default 2)")
@@ -288,6 +298,16 @@ def register_cli(sub: Any) -> None:
     c.add_argument("--run-root", type=Path, default=Path("results/runs"), help="run directories' root")
     c.add_argument("--run-id", help="the faulty run's directory name (default chaos-<timestamp>)")
     c.set_defaults(func=cmd_bench_chaos)
+
+    k = bsub.add_parser("soak", help="a long Coral run on sim replicas under mixed kills: nothing lost, memory flat")
+    k.add_argument("--tasks", type=int, default=50_000, help="Coral tasks (default 50000)")
+    k.add_argument("--interval", type=float, default=10.0, help="seconds between kills (default 10)")
+    k.add_argument("--targets", default="agent,sink,node,model", help="comma-separated (default agent,sink,node,model)")
+    k.add_argument("--nodes", type=int, default=2, help="worker nodes beside the head (default 2)")
+    k.add_argument("--out", type=Path, help="JSON path (default results/bench/soak.json)")
+    k.add_argument("--run-root", type=Path, default=Path("results/runs"), help="run directories' root")
+    k.add_argument("--run-id", help="the run's directory name (default soak-<timestamp>)")
+    k.set_defaults(func=cmd_bench_soak)
 
     g = bsub.add_parser(
         "ceiling",

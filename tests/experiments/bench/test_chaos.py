@@ -19,7 +19,7 @@ def test_targets_are_checked_before_anything_starts() -> None:
     assert chaos.parse_targets("agent, sink,agent") == ("agent", "sink")
     with pytest.raises(ValueError, match="'admission' is not supported: an admission actor is not restartable"):
         chaos.parse_targets("agent,admission")
-    with pytest.raises(ValueError, match=r"unknown chaos target 'agnet' \(choose from: agent, sink, model\)"):
+    with pytest.raises(ValueError, match=r"unknown chaos target 'agnet' \(choose from: agent, sink, model, node"):
         chaos.parse_targets("agnet")
     with pytest.raises(ValueError, match="no chaos targets"):
         chaos.parse_targets(" , ")
