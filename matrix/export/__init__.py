@@ -12,6 +12,7 @@ the summary line that accounts for every row.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,11 @@ from matrix.export.views import COMMON_FIELDS, Field, LeftOut, Record, View, reg
 from matrix.export.writers import FORMATS
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from matrix.export.run import _stderr
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
+
+def cmd_export(args: argparse.Namespace) -> int:
     summary = export_run(
         args.run_dir,
         args.out,

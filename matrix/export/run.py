@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -16,7 +15,7 @@ from typing import Any
 from matrix.export.rows import TORN, UNREADABLE, Line, RunInfo, open_run, read_lines
 from matrix.export.views import COMMON_FIELDS, Field, LeftOut, Record, View, view_for
 from matrix.export.where import check_fields, parse_where
-from matrix.export.writers import FORMATS, Writer, open_writer
+from matrix.export.writers import FORMATS, Writer, check_out, open_writer
 from matrix.sources import need_datasets
 
 NAMED = 3  # locations named per kind of bad line
@@ -131,6 +130,7 @@ def export_run(
     conditions = [parse_where(w) for w in where]
     run, files = open_run(run_dir)
     out = Path(out)
+    check_out(fmt, out)
     summary = ExportSummary(run=str(run_dir), out=str(out), fmt=fmt)
     seen: set[bytes] = set()
     view: View | None = None
@@ -207,7 +207,3 @@ def _records(
         return None
     common = _common(row, run)
     return [{**rec, "metadata": {**common, **rec["metadata"]}} for rec in made]
-
-
-def _stderr(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)

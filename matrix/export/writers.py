@@ -47,11 +47,7 @@ class Writer:
             self._finish()
         finally:
             if ok:
-                if self.path.is_dir():
-                    shutil.rmtree(self.path)
                 os.replace(self.tmp, self.path)
-            elif self.tmp.is_dir():
-                shutil.rmtree(self.tmp, ignore_errors=True)
             else:
                 self.tmp.unlink(missing_ok=True)
 
@@ -188,6 +184,16 @@ class HFWriter(ParquetWriter):
         finally:
             shutil.rmtree(self.scratch, ignore_errors=True)
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def check_out(fmt: str, path: Path) -> None:
+    """Refuse an output path that would replace something that is not an earlier export of this format."""
+    if fmt != "hf" and path.is_dir():
+        raise ValueError(f"--out {path} is a directory; --format {fmt} writes one file: give a file path")
+    if fmt == "hf" and path.exists():
+        saved = (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+        if not path.is_dir() or (any(path.iterdir()) and not saved):
+            raise ValueError(f"--out {path} exists and is not a saved dataset; remove it or choose another path")
 
 
 def open_writer(fmt: str, path: Path, fields: Sequence[Field], push_to_hub: str | None = None) -> Writer:

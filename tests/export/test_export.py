@@ -236,6 +236,11 @@ def test_error_rows_torn_and_unreadable_lines_are_left_out_counted_and_named(
     line = s.line()
     assert "torn last line 1 [output.jsonl:8]" in line and "unreadable line 1 [output.jsonl:2]" in line, line
     assert "8 rows" in line and "5 exported, 3 left out" in line
+    with pytest.raises(ValueError, match="is a directory"):  # never replaced by a file
+        export_run(run, tmp_path)
+    with pytest.raises(ValueError, match="not a saved dataset"):
+        export_run(run, run, fmt="hf")
+    assert (run / "output.jsonl").is_file()
 
 
 def test_a_missing_datasets_package_is_one_line_naming_the_extra(
