@@ -122,7 +122,7 @@ def test_tau2_views_carry_tool_calls_and_rescore_to_the_same_reward(run_dirs: di
     recs = records(tmp_path / "tau2.jsonl")
     assert s.accounted and s.written == 6
     groups = by_trajectory(recs)
-    rewards = set()
+    rewards, reasoned = set(), 0
     for row in rows(run):
         views = groups[(row["task_id"], row["trial"])]
         assert set(views) == {"assistant", "user"}
@@ -139,10 +139,19 @@ def test_tau2_views_carry_tool_calls_and_rescore_to_the_same_reward(run_dirs: di
         assert [(m.role, m.content) for m in rebuilt] == [(m.role, m.content) for m in original]
         assert [m.tool_calls for m in rebuilt if m.role != "tool"] == [
             m.tool_calls for m in original if m.role != "tool"]  # fmt: skip
+        for v in (a, u):  # gpt-oss's reasoning, kept beside the side's own messages
+            own = [
+                i
+                for i, m in zip(v["metadata"]["turn_index"], v["messages"][1:], strict=True)
+                if m["role"] == "assistant"
+            ]
+            had = [i for i in own if (row["turns"][i]["content"] or {}).get("reasoning_content")]
+            assert [r["turn_index"] for r in v["metadata"]["reasoning"] or []] == had
+            reasoned += len(had)
         reward = rescore_records([a, u])
         assert reward == reward_of(row) == a["metadata"]["reward"]
         rewards.add(reward)
-    assert rewards == {0.0, 1.0}  # both outcomes were re-scored
+    assert rewards == {0.0, 1.0} and reasoned > 0  # both outcomes were re-scored
     with pytest.raises(ValueError, match="in no record"):
         trajectory_of([a])  # the assistant's view alone lacks the user's tool calls
 

@@ -11,7 +11,8 @@ history tau2 gives that side) and in OpenAI chat shapes.
 
 `metadata.turn_index` gives, for each message after the system prompt, its position in the whole
 trajectory, so that `trajectory_of` puts the two views back together into tau2's own messages, and
-tau2's evaluator scores them again (`rescore_records`).
+tau2's evaluator scores them again (`rescore_records`). A reasoning model's reasoning (gpt-oss returns
+it beside each reply) is no chat message: it is in `metadata.reasoning`, by trajectory position.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Tau2View:
         Field("trial_seed", "int", "tau2's per-trial seed"),
         Field("trajectory_messages", "int", "messages in the whole trajectory (both sides, tool results)"),
         Field("turn_index", "json", "per message after the system prompt: its index in the whole trajectory"),
+        Field("reasoning", "json", "a reasoning model's reasoning beside this side's own messages: {turn_index, text}"),
     )
 
     def records(self, row: Mapping[str, Any], run: RunInfo) -> list[Record]:
@@ -135,7 +137,12 @@ class Tau2View:
             msgs, index = build(trajectory)
             if not any(m["role"] == "assistant" for m in msgs):
                 continue
-            meta = {**shared, "view": side, "turn_index": index}
+            reasoning = [
+                {"turn_index": i, "text": trajectory[i]["reasoning_content"]}
+                for i in index
+                if trajectory[i].get("role") == side and trajectory[i].get("reasoning_content")
+            ]
+            meta = {**shared, "view": side, "turn_index": index, "reasoning": reasoning or None}
             records.append({"messages": [message("system", system), *msgs], "tools": tools or None, "metadata": meta})
         return records
 
