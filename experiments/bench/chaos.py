@@ -14,8 +14,9 @@ faults) and, while the second run drives, a killer thread does this every `inter
   head, `experiments.bench.nodes`): its raylet, its object store and every actor on it, with the
   payloads they own, at once (SIGKILL); a fresh node is started at once, as a cluster's autoscaler
   or a requeued SLURM job would. The run's agents and sinks are spread over every node
-  (`RunConfig.placement="spread"`); a node holding an actor that cannot be restarted (the run's
-  directory, the sim replicas) is never a victim;
+  (`RunConfig.placement="spread"`); the victim is a worker node that holds some of them (any worker
+  node if none does); a node holding an actor that cannot be restarted (the run's directory, the
+  sim replicas) is never a victim;
 - `admission`: kill a partition's admission actor (Ray restarts it; it rebuilds its lease table).
 
 One target is drawn per kill (seeded RNG) from the requested ones. A restart time runs from the kill
@@ -370,6 +371,7 @@ def chaos_block(doc: dict[str, Any]) -> dict[str, Any]:
         "rows_from_replay": faulty["rows_from_replay"],
         "trajectories_differing_from_fault_free": doc["comparison"]["trajectories_differing"],
         "counted_from": "output.jsonl (each input (task_id, trial) exactly once, status done)",
+        "cluster": doc.get("cluster") or {},
         "fault_free": {
             "tokens_per_second": free["tokens_per_second"],
             "measured_seconds": free["measured_seconds"],
@@ -685,7 +687,10 @@ class Killer:
                 "every worker node holds an actor that cannot be restarted (the directory, an admission or a "
                 "sim replica), so no node can be killed without ending the run"
             )
-        victim = self.rng.choice(candidates)
+        # A node that holds none of the run's actors would test nothing: Ray does not move actors onto a
+        # fresh node, so a replacement stays empty until a later kill's restarts land there.
+        busy = [w for w in candidates if any(node == w.node_id for node, _ in where.values())]
+        victim = self.rng.choice(busy or candidates)
         on_it = sorted(n for n, (node, _) in where.items() if node == victim.node_id)
         held: set[Any] = set()  # the tasks its agents hold (or handed on a moment ago), each once
         for n in on_it:

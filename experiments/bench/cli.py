@@ -304,6 +304,8 @@ def register_cli(sub: Any) -> None:
     k.add_argument("--interval", type=float, default=10.0, help="seconds between kills (default 10)")
     k.add_argument("--targets", default="agent,sink,node,model", help="comma-separated (default agent,sink,node,model)")
     k.add_argument("--nodes", type=int, default=2, help="worker nodes beside the head (default 2)")
+    k.add_argument("--sample-seconds", type=float, default=10.0, help="seconds between memory samples (default 10)")
+    k.add_argument("--window-seconds", type=float, default=120.0, help="memory level windows, seconds (default 120)")
     k.add_argument("--out", type=Path, help="JSON path (default results/bench/soak.json)")
     k.add_argument("--run-root", type=Path, default=Path("results/runs"), help="run directories' root")
     k.add_argument("--run-id", help="the run's directory name (default soak-<timestamp>)")

@@ -284,7 +284,7 @@ def main(args: argparse.Namespace) -> int:
     targets = chaos.parse_targets(args.targets, nodes=args.nodes)  # one line, before anything starts
     doc = run_soak(
         tasks=args.tasks, interval=args.interval, targets=targets, nodes=args.nodes, run_root=args.run_root,
-        run_id=args.run_id,
+        run_id=args.run_id, sample_seconds=args.sample_seconds, window_seconds=args.window_seconds,
     )  # fmt: skip
     write_json(out, _portable(doc))
     print(format_soak(doc))

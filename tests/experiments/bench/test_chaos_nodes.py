@@ -74,16 +74,6 @@ def test_a_local_cluster_is_refused_when_ray_is_already_up_or_badly_sized() -> N
         nodes.LocalCluster(workers=1).start()
 
 
-@pytest.fixture
-def no_ray() -> Iterator[None]:
-    """This test starts its own cluster: no Ray left over from another test module."""
-    if ray.is_initialized():
-        ray.shutdown()
-    yield
-    if ray.is_initialized():
-        ray.shutdown()
-
-
 SINK_SLOT = "test_sink_slot"  # a custom resource that only the victim node, and its replacement, offer
 
 
