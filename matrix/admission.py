@@ -1,16 +1,25 @@
 """Admission: feeds rows in, keeps at most `max_concurrent_tasks` in flight, holds a lease per task.
 
 The sink pushes a credit back when a task ends (no polling). A task whose lease expires, or that the
-transport reports lost (its actor died), is replayed from its start with `attempt + 1`, up to
-`max_attempts`; after that it becomes an error row rather than being retried forever. A row that
-cannot become a task (malformed line, duplicate id) becomes an error row naming its location.
+transport reports lost (its actor died), is replayed with `attempt + 1`, up to `max_attempts`; after
+that it becomes an error row rather than being retried forever. A replay starts from the task's last
+checkpoint when the transport keeps one (`resume`), else from its first role. A row that cannot
+become a task (malformed line, duplicate id) becomes an error row naming its location.
+
+An admission that restarts (its process died) is built again over the same source with what
+survived: `adopted` (tasks some live actor still holds, with their attempts: they keep running and
+get a lease without being sent again), `restart_rows` (how many source rows the previous
+incarnation had read: a task among them that is neither done nor adopted was lost with it, or is in
+transit, and is sent again as a replay; the sink keeps one row per task either way) and
+`done_this_run` (rows this run wrote: one beyond `restart_rows` was admitted by the previous
+incarnation after it last recorded its counts, and is counted as admitted, not as skipped).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +51,8 @@ class AdmissionStats:
     skipped_done: int = 0
     bad_rows: int = 0
     replayed: int = 0
+    resumed: int = 0  # replays that started from a checkpoint instead of the first role
+    resumed_hops: int = 0  # hops those replays did not have to run again
     gave_up: int = 0
     stale_losses: int = 0  # losses reported by copies of attempts that had been replayed already
     peak_in_flight: int = 0
@@ -70,6 +81,10 @@ class Admission:
         lease_seconds: float = 3600.0,
         max_attempts: int = 3,
         max_sends_in_flight: int = 256,
+        resume: Callable[[Lease], Awaitable[int]] | None = None,
+        adopted: Mapping[Key, int] | None = None,
+        restart_rows: int = 0,
+        done_this_run: set[Key] | frozenset[Key] = frozenset(),
     ) -> None:
         if max_concurrent_tasks < 1:
             raise ValueError(f"max_concurrent_tasks must be >= 1, got {max_concurrent_tasks}")
@@ -93,6 +108,11 @@ class Admission:
         self._exhausted = False
         self._stopping = False
         self._seen_ids: dict[str, str] = {}
+        self._resume = resume
+        self.adopted = dict(adopted or {})
+        self.restart_rows = restart_rows
+        self.done_this_run = done_this_run
+        self.rows_read = 0
 
     @property
     def in_flight(self) -> int:
@@ -150,6 +170,8 @@ class Admission:
         for row in self._rows:
             if self._stopping:
                 return
+            # Rows the previous incarnation had read whole (every trial admitted) when it recorded its counts.
+            before_restart = self.rows_read < self.restart_rows
             if row.error is None and row.task_id in self._seen_ids:
                 first = self._seen_ids[row.task_id]
                 row = SourceRow(
@@ -161,7 +183,12 @@ class Admission:
             for trial in range(self.num_trials):
                 key = (row.task_id, trial)
                 if key in self.done:
-                    self.stats.skipped_done += 1
+                    # Admitted (and ended) after the previous incarnation last recorded its counts, or
+                    # done in an earlier run; a row the previous incarnation had read is counted already.
+                    if not before_restart and key in self.done_this_run:
+                        self.stats.admitted += 1
+                    elif not before_restart:
+                        self.stats.skipped_done += 1
                     continue
                 if row.error is not None:
                     await self._error_row(row, trial, f"bad input row at {row.location}: {row.error}")
@@ -169,13 +196,23 @@ class Admission:
                 await self._slots.acquire()
                 if self._stopping:
                     return
-                lease = Lease(row, trial, 1, clock.now() + self.lease_seconds)
+                held = self.adopted.pop(key, None)
+                lease = Lease(row, trial, held or 1, clock.now() + self.lease_seconds)
                 self.leases[key] = lease
-                self.stats.admitted += 1
                 self.stats.peak_in_flight = max(self.stats.peak_in_flight, len(self.leases))
                 self._idle.clear()
+                if not before_restart:
+                    self.stats.admitted += 1
+                if held is not None:
+                    continue  # a live actor holds it: it goes on, under this lease
+                if before_restart:
+                    # Admitted by the previous incarnation, then lost with it (or in transit: the sink
+                    # keeps one row). Its copy, if any, had attempt 1 at most once replayed: go past it.
+                    lease.attempt = 2
+                    self._count_replay("admission restarted")
                 await sends.acquire()
                 tg.create_task(self._send_bounded(self._message(lease), sends))
+            self.rows_read += 1
 
     def credit(self, key: Key) -> bool:
         """A task ended (first finished copy); free its slot. False if it held no lease."""
@@ -212,8 +249,17 @@ class Admission:
         lease.attempt += 1
         lease.deadline = clock.now() + self.lease_seconds
         self.stats.replayed += 1
-        await self._send(self._message(lease))
+        hops = await self._resume(lease) if self._resume is not None else 0
+        if hops > 0:
+            self.stats.resumed += 1
+            self.stats.resumed_hops += hops
+        else:
+            await self._send(self._message(lease))
         return True
+
+    def _count_replay(self, reason: str) -> None:
+        self.stats.replayed += 1
+        self.stats.replay_reasons[reason] = self.stats.replay_reasons.get(reason, 0) + 1
 
     async def readmit(self, lease: Lease, reason: str) -> None:
         """Run a task again whose finished row was lost (it had already been credited)."""
@@ -224,8 +270,7 @@ class Admission:
         lease.deadline = clock.now() + self.lease_seconds
         self.leases[key] = lease
         self._idle.clear()
-        self.stats.replayed += 1
-        self.stats.replay_reasons[reason] = self.stats.replay_reasons.get(reason, 0) + 1
+        self._count_replay(reason)
         await self._send(self._message(lease))
 
     def expired(self, now: float | None = None) -> list[Key]:
@@ -239,10 +284,13 @@ class Admission:
             "skipped_done": s.skipped_done,
             "bad_rows": s.bad_rows,
             "replayed": s.replayed,
+            "resumed": s.resumed,
+            "resumed_hops": s.resumed_hops,
             "gave_up": s.gave_up,
             "stale_losses": s.stale_losses,
             "peak_in_flight": s.peak_in_flight,
             "in_flight": len(self.leases),
             "stopped": s.stopped,
             "replay_reasons": dict(s.replay_reasons),
+            "rows_read": self.rows_read,
         }

@@ -21,7 +21,7 @@ import io
 import os
 import pickle
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +166,23 @@ class PayloadStore:
     @property
     def owned_bytes(self) -> int:
         return self._owned_bytes
+
+    @property
+    def next_key(self) -> int:
+        """The key the next offloaded value will get: handles from here on are newer."""
+        return self._next
+
+    def new_values(self, message: Message, since: int) -> dict[tuple[str, int, int], Any]:
+        """The values of `message`'s handles that this store made from key `since` on (`Offloaded.ref`
+        -> value): what a checkpoint of this hop must carry besides the message itself."""
+        out: dict[tuple[str, int, int], Any] = {}
+        if self._next > since:
+            for h in message_handles(message):
+                if h.owner == self.owner and h.epoch == self.epoch and h.key >= since:
+                    item = self._owned.get(h.key)
+                    if item is not None:
+                        out[h.ref] = item[0]
+        return out
 
     def owns(self, handle: Offloaded) -> bool:
         return handle.owner == self.owner and handle.epoch == self.epoch and handle.key in self._owned
@@ -320,24 +337,28 @@ def has_offloaded(value: Any) -> bool:
     return False
 
 
+def iter_handles(value: Any) -> Iterator[Offloaded]:
+    """Every handle inside `value` (a row or a turn's content: strings, lists and dicts)."""
+    if isinstance(value, Offloaded):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from iter_handles(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from iter_handles(v)
+
+
+def message_handles(message: Message) -> Iterator[Offloaded]:
+    """Every handle in `message`'s row and turns."""
+    yield from iter_handles(message.row)
+    for turn in message.turns:
+        yield from iter_handles(turn.content)
+
+
 def owners_of(message: Message) -> set[str]:
     """Names of the processes that hold payloads of this message."""
-    found: set[str] = set()
-
-    def walk(value: Any) -> None:
-        if isinstance(value, Offloaded):
-            found.add(value.owner)
-        elif isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-
-    walk(message.row)
-    for turn in message.turns:
-        walk(turn.content)
-    return found
+    return {h.owner for h in message_handles(message)}
 
 
 def wire_size(message: Message) -> int:

@@ -121,6 +121,7 @@ class SinkWriter:
         self.stats = SinkStats(resumed=len(self.done), repaired_bytes=cut)
         self._buffer: list[bytes] = []
         self._buffered_keys: set[Key] = set()
+        self.this_run: set[Key] = set()  # rows of this run (not resumed from an earlier one)
         self._last_flush = clock.now()
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
@@ -144,6 +145,7 @@ class SinkWriter:
             self.stats.duplicates += 1
             return False
         self.done.add(message.key)
+        self.this_run.add(message.key)
         if not message.finished:
             message.finished = clock.wall()
         row = self._to_row(message)
@@ -194,6 +196,7 @@ class SinkWriter:
             if not raw.strip():
                 continue
             row = json.loads(raw)
+            self.this_run.add((str(row["task_id"]), int(row.get("trial", 0))))
             usage: dict[str, list[int]] = {}
             for turn in row.get("turns") or []:
                 u = turn.get("usage") or {}

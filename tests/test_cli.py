@@ -52,10 +52,10 @@ def test_plugin_commands_come_from_entry_points(capsys: pytest.CaptureFixture[st
     slurm package, all through the entry point group matrix.commands."""
     from importlib.metadata import entry_points
 
-    assert {ep.name for ep in entry_points(group="matrix.commands")} >= {"bench", "cluster"}
+    assert {ep.name for ep in entry_points(group="matrix.commands")} >= {"bench", "cluster", "export", "monitor"}
     parser = build_parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(sub.choices) == {"serve", "backends", "bench", "demo", "cluster", "run"}
+    assert set(sub.choices) == {"serve", "backends", "bench", "demo", "cluster", "run", "export", "monitor"}
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out

@@ -3,20 +3,37 @@
 It wraps `matrix.admission.Admission` (the bound on tasks in flight, a lease per task, replays) with
 what only a distributed run needs: it watches every agent actor and its sink (a call that never
 returns fails when the actor dies), and after a death it takes a census. A task that no live actor
-holds, that is not in transit and that the sink has not seen is replayed from its start with
-attempt + 1; so is a task whose lease expired, and, after a sink died, a row that was credited but
-never flushed.
+holds, that is not in transit and that the sink has not seen is replayed with attempt + 1; so is a
+task whose lease expired, and, after a sink died, a row that was credited but never flushed.
+
+Replays start from the task's last checkpoint: after each hop the agent that ran it sends the
+message it hands on (small: large fields travel as handles) and the values of the fields it
+offloaded in that hop (`checkpoint_batch`). Together they are the whole task as of that hop, kept
+here until the task is credited, so a replay needs no payload owner to be alive and runs only the
+hops after it. A task with no usable checkpoint starts from its first role.
 
 The sink reports each task twice: a credit when the row is accepted (frees the slot) and a durable
 report when it is flushed (releases the lease). Calls to an async actor may run out of order, so a
 durable report can come first (`durable_early`).
+
+The actor is restartable. Calls made to it while it restarts are kept by Ray and run on the new
+incarnation (`max_task_retries=-1`), the driver's `run` among them; until its lease table is built
+again, credits, durable reports and losses are buffered. The new incarnation rebuilds from what
+survived: the sink's ledger (done rows, flushed or not), a census of the agents (tasks they hold,
+with their attempts), the source read again, and this actor's state file (`admission-<p>.state.json`
+in the run directory, written twice a second: counters and how many rows it had read). Checkpoints
+die with it; a task in flight then replays from its first role if its holder dies too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import pickle
 import time
+import warnings
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -24,11 +41,47 @@ from ray.exceptions import RayError
 
 from matrix.admission import Admission, Key, Lease
 from matrix.message import Message
+from matrix.payload import Offloaded, PayloadLost, iter_handles
 from matrix.runtime.config import RunConfig
 from matrix.runtime.directory import Sender, Watchable
 from matrix.runtime.payload_owners import PayloadOwner, store_for
+from matrix.runtime.report import write_json
 from matrix.sources import read_rows
 from matrix.workflow import get_workflow
+
+STATE_EVERY = 0.5  # seconds between writes of the state file a restarted incarnation starts from
+STALL_SECONDS = 20.0  # no task ended for this long while some are in flight: take a census
+COUNTERS = ("admitted", "skipped_done", "bad_rows", "replayed", "resumed", "resumed_hops", "gave_up", "stale_losses")
+
+
+@dataclass
+class Checkpoint:
+    """A task as of its last checkpointed hop: the message handed on, where to, and the values of
+    every field that travels as a handle (`Offloaded.ref` -> value)."""
+
+    attempt: int
+    role: str
+    hops: int
+    message: bytes
+    values: dict[tuple[str, int, int], Any] = field(default_factory=dict)
+
+
+def _inline(value: Any, values: dict[tuple[str, int, int], Any]) -> Any:
+    if isinstance(value, Offloaded):
+        if value.ref not in values:
+            raise KeyError(value.ref)
+        return values[value.ref]
+    if isinstance(value, dict):
+        return {k: _inline(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_inline(v, values) for v in value]
+    return value
+
+
+def restarted_actor() -> bool:
+    with warnings.catch_warnings():  # Ray 2.60 warns about its own use of a deprecated attribute here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
 @ray.remote(num_cpus=0)
@@ -37,6 +90,7 @@ class AdmissionActor(Watchable, PayloadOwner):
         cfg.import_modules()
         self.cfg = cfg
         self.partition = partition
+        self.directory_name = directory
         self.workflow = get_workflow(cfg.workflow)
         self.sender = Sender(directory, cfg.peer_policy, f"admission-{partition}")
         self.payload = store_for(self.sender, cfg)
@@ -44,15 +98,41 @@ class AdmissionActor(Watchable, PayloadOwner):
         self.credited: dict[Key, Lease] = {}  # finished, row not yet durable
         self.durable_early: set[Key] = set()  # durable reported before its credit arrived
         self.in_transit: dict[Key, int] = defaultdict(int)
+        self.checkpoints: dict[Key, Checkpoint] = {}
+        self.checkpoint_count = 0
+        self.last_credit = time.monotonic()
+        self.started_at = time.time()
+        self._sending: set[asyncio.Task[None]] = set()
         self.census_count = 0
+        self.died_at: dict[str, float] = {}  # actor name -> when its death was seen
         self.deaths = 0
         self.events: list[dict[str, Any]] = []
         self.stop_requested = False
+        # What arrives before the lease table is (re)built: applied once it is.
+        self.early: list[tuple[str, Any]] = []
+        self.state_path = cfg.run_dir / f"admission-{partition}.state.json"
+        self.carried: dict[str, Any] = {}  # the previous incarnations' counters
+        self.restarts = 0
+        self.restart_rows = 0
+        if restarted_actor() and self.state_path.exists():
+            state = json.loads(self.state_path.read_text())
+            if state.get("directory") == directory:  # this run's (a rerun starts afresh)
+                self.carried = state["counters"]
+                self.restarts = int(state["restarts"]) + 1
+                self.restart_rows = int(state["rows_read"])
+                self.census_count = int(state.get("census", 0))
+                self.deaths = int(state.get("deaths", 0))
+                self.events = list(state.get("events", []))
+                self.events.append({"t": time.time(), "event": "admission restarted", "rows_read": self.restart_rows})
+                self._write_state()  # a death before the table is rebuilt still counts this restart
 
     async def _send_first(self, msg: Message) -> None:
         msg.route["partition"] = self.partition
         role = self.workflow.start(msg)
         self.payload.offload(msg)
+        await self._send_to(role, msg)
+
+    async def _send_to(self, role: str, msg: Message) -> None:
         self.in_transit[msg.key] += 1
         try:
             await self.sender.deliver(role, msg)
@@ -70,7 +150,19 @@ class AdmissionActor(Watchable, PayloadOwner):
     async def run(self) -> dict[str, Any]:
         await self.sender.load()
         sink = self.sender.sinks[self.partition]
-        done = {tuple(k) for k in await sink.done_keys.remote()}
+        adopted: dict[Key, int] = {}
+        unflushed: list[Key] = []
+        this_run: set[Key] = set()
+        if self.restarts:
+            ledger = await self.sender.call_with_retry(sink.ledger)
+            done = {(k[0], k[1]) for k in ledger["done"]}
+            this_run = {(k[0], k[1]) for k in ledger["this_run"]}
+            # Rows accepted but not yet flushed: the lease stays until they are durable (or readmitted
+            # if the sink dies first), as for rows credited to the previous incarnation.
+            unflushed = [(k[0], k[1]) for k in ledger["unflushed"]]
+            adopted = {k: a for k, a in (await self._held_attempts()).items() if k not in done}
+        else:
+            done = {(k[0], k[1]) for k in await self.sender.call_with_retry(sink.done_keys)}
         cfg = self.cfg
         rows = read_rows(
             cfg.source, id_field=cfg.id_field, partition=self.partition, num_partitions=cfg.num_partitions,
@@ -87,9 +179,34 @@ class AdmissionActor(Watchable, PayloadOwner):
             done=done,
             lease_seconds=cfg.lease_seconds,
             max_attempts=cfg.max_attempts,
+            resume=self._resume if cfg.checkpoints else None,
+            adopted=adopted,
+            restart_rows=self.restart_rows,
+            done_this_run=this_run,
         )
+        if self.restarts and unflushed:
+            wanted = {k[0] for k in unflushed}
+            by_id = {
+                row.task_id: row
+                for row in read_rows(
+                    cfg.source, id_field=cfg.id_field, partition=self.partition, num_partitions=cfg.num_partitions,
+                    limit=cfg.limit,
+                )
+                if row.task_id in wanted
+            }  # fmt: skip
+            for key in unflushed:
+                if key[0] in by_id:
+                    self.credited[key] = Lease(by_id[key[0]], key[1], 1, float("inf"), holds_slot=False)
         if self.stop_requested:
             self.admission.stop()
+        for kind, arg in self.early:  # what came in while the table was being built
+            if kind == "credit":
+                self.credit(arg)
+            elif kind == "durable":
+                self.durable(arg)
+            else:
+                await self.replay(*arg)
+        self.early.clear()
         monitor = asyncio.create_task(self._monitor())
         try:
             await self.admission.run()
@@ -100,6 +217,7 @@ class AdmissionActor(Watchable, PayloadOwner):
                 await asyncio.sleep(0.05)
         finally:
             monitor.cancel()
+            self._write_state()
         return self.progress()
 
     def stop(self) -> None:
@@ -114,8 +232,11 @@ class AdmissionActor(Watchable, PayloadOwner):
 
     def credit(self, key: Key) -> None:
         key = (key[0], key[1])
+        self.last_credit = time.monotonic()
         if self.admission is None:
+            self.early.append(("credit", key))
             return
+        self.checkpoints.pop(key, None)
         lease = self.admission.leases.get(key)
         if lease is not None:
             if key in self.durable_early:
@@ -126,20 +247,139 @@ class AdmissionActor(Watchable, PayloadOwner):
         self.admission.credit(key)
 
     def durable(self, keys: list[Key]) -> None:
+        if self.admission is None:
+            self.early.append(("durable", list(keys)))
+            return
         for k in keys:
             key = (k[0], k[1])
-            if self.credited.pop(key, None) is None and self.admission is not None and key in self.admission.leases:
+            if self.credited.pop(key, None) is None and key in self.admission.leases:
                 self.durable_early.add(key)
 
     async def replay(self, key: Key, reason: str, attempt: int | None = None) -> bool:
         if self.admission is None:
+            self.early.append(("replay", ((key[0], key[1]), reason, attempt)))
             return False
         return await self.admission.replay((key[0], key[1]), reason, attempt)
 
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint_batch(self, items: list[tuple[Key, int, str, int, bytes, dict[Any, Any]]]) -> None:
+        """Keep each task's latest checkpoint: (key, attempt, next role, hops, pickled message, values of
+        the fields offloaded in that hop). One of an older attempt, or of a task no longer leased, is dropped."""
+        if self.admission is None:
+            return
+        for k, attempt, role, hops, message, values in items:
+            key = (k[0], k[1])
+            lease = self.admission.leases.get(key)
+            if lease is None or lease.attempt != attempt:
+                continue
+            ck = self.checkpoints.get(key)
+            if ck is None or ck.attempt != attempt:
+                ck = self.checkpoints[key] = Checkpoint(attempt, role, hops, message, dict(values))
+            else:
+                ck.values.update(values)
+                if hops >= ck.hops:
+                    ck.role, ck.hops, ck.message = role, hops, message
+            self.checkpoint_count += 1
+
+    async def _resume(self, lease: Lease) -> int:
+        """Send the replay of `lease` (its attempt already raised) from the task's last checkpoint;
+        returns how many hops it kept, 0 if there was none usable (the caller starts it over)."""
+        key = (lease.row.task_id, lease.trial)
+        ck = self.checkpoints.pop(key, None)
+        if ck is None:
+            return 0
+        msg: Message = pickle.loads(ck.message)
+        try:
+            values = dict(ck.values)
+            msg.row = _inline(msg.row, values | self._own_values(msg.row))
+            for turn in msg.turns:
+                turn.content = _inline(turn.content, values)
+        except KeyError:
+            # A hop's values never arrived (its actor died before sending them): ask the owners.
+            try:
+                await self.payload.resolve(msg)
+            except (RayError, PayloadLost):
+                self.events.append({"t": time.time(), "event": "checkpoint unusable", "task": list(key)})
+                return 0
+        msg.attempt = lease.attempt
+        hops = max(1, ck.hops)
+        task = asyncio.create_task(self._send_to(ck.role, msg))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+        return hops
+
+    def _own_values(self, value: Any) -> dict[tuple[str, int, int], Any]:
+        """Values this actor owns (the row it offloaded when it first sent the task)."""
+        return {
+            h.ref: self.payload.serve(h.epoch, [h.key]).get(h.key) for h in iter_handles(value) if self.payload.owns(h)
+        }
+
+    # -- state across restarts -----------------------------------------------------------------
+
+    def _counters(self) -> dict[str, Any]:
+        snap: dict[str, Any] = self.admission.snapshot() if self.admission else {}
+        out: dict[str, Any] = {}
+        for name in COUNTERS:
+            out[name] = int(self.carried.get(name, 0)) + int(snap.get(name, 0))
+        reasons = dict(self.carried.get("replay_reasons", {}))
+        for r, n in snap.get("replay_reasons", {}).items():
+            reasons[r] = reasons.get(r, 0) + n
+        out["replay_reasons"] = reasons
+        out["peak_in_flight"] = max(int(self.carried.get("peak_in_flight", 0)), int(snap.get("peak_in_flight", 0)))
+        return out
+
+    def _write_state(self) -> None:
+        rows_read = max(self.admission.rows_read if self.admission else 0, self.restart_rows)
+        write_json(
+            self.state_path,
+            {
+                "directory": self.directory_name,
+                "restarts": self.restarts,
+                "rows_read": rows_read,
+                "counters": self._counters(),
+                "census": self.census_count,
+                "deaths": self.deaths,
+                "events": self.events[-50:],
+            },
+        )
+
     def progress(self) -> dict[str, Any]:
         snap: dict[str, Any] = self.admission.snapshot() if self.admission else {"admitted": 0, "in_flight": 0}
-        snap.update(census=self.census_count, deaths=self.deaths, events=self.events[-50:])
+        snap.update(self._counters())
+        snap.update(
+            census=self.census_count,
+            deaths=self.deaths,
+            events=self.events[-50:],
+            restarts=self.restarts,
+            checkpoints_received=self.checkpoint_count,
+            checkpoints_held=len(self.checkpoints),
+        )
         return snap
+
+    # -- watching the other actors -------------------------------------------------------------
+
+    async def _held_attempts(self) -> dict[Key, int]:
+        """Every task some live agent holds, or handed on a moment ago to a peer that has not died since,
+        with its highest attempt."""
+        handles = self.sender.agent_handles
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(h.census.remote(), timeout=30) for _, h in handles), return_exceptions=True
+        )
+        now = time.time()
+        held: dict[Key, int] = {}
+        for (name, _), answer in zip(handles, answers, strict=True):
+            if isinstance(answer, BaseException):
+                self.events.append({"t": now, "event": "census: actor unavailable", "actor": name})
+                continue  # a restarting actor holds nothing
+            for k, attempt, peer, ago in answer:
+                if peer and (self.died_at.get(peer, 0.0) >= now - ago - 1.0 or now - ago < self.started_at + 1.0):
+                    # Handed to an actor that died after (or about when) it got it, or before this
+                    # incarnation was watching: a death then went unseen.
+                    continue
+                key = (k[0], k[1])
+                held[key] = max(held.get(key, 0), int(attempt))
+        return held
 
     async def _monitor(self) -> None:
         """Watch every agent actor and the sink; census after a death; replay expired leases."""
@@ -148,6 +388,11 @@ class AdmissionActor(Watchable, PayloadOwner):
         watched[f"sink-{self.partition}"] = self.sender.sinks[self.partition]
         futures = {name: asyncio.ensure_future(h.watch.remote()) for name, h in watched.items()}
         try:
+            if self.restarts:
+                # Deaths before these watches began went unseen (the sink may have died with the previous
+                # incarnation, taking rows it had not flushed): look at every lease once.
+                await asyncio.sleep(0.5)
+                await self._census(sink_died=True)
             await self._watch(watched, futures)
         finally:
             for f in futures.values():
@@ -156,31 +401,36 @@ class AdmissionActor(Watchable, PayloadOwner):
                     f.exception()  # retrieved: a watch ending at shutdown is expected
 
     async def _watch(self, watched: dict[str, Any], futures: dict[str, asyncio.Future[Any]]) -> None:
+        last_state = 0.0
         while True:
-            done, _ = await asyncio.wait(futures.values(), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(futures.values(), timeout=STATE_EVERY, return_when=asyncio.FIRST_COMPLETED)
             dead = [name for name, f in futures.items() if f in done]
             for name in dead:
                 if not futures[name].cancelled():
                     futures[name].exception()  # a RayActorError: the actor died
                 self.deaths += 1
+                self.died_at[name] = time.time()
                 self.events.append({"t": time.time(), "event": "actor died", "actor": name})
                 futures[name] = asyncio.ensure_future(watched[name].watch.remote())
             if dead:
                 await asyncio.sleep(0.5)  # let in-flight acknowledgements settle
                 await self._census(sink_died=any(n.startswith("sink-") for n in dead))
             await self._replay_expired()
+            assert self.admission is not None
+            if self.admission.leases and time.monotonic() - self.last_credit >= STALL_SECONDS:
+                # Nothing ended for a while although tasks are in flight: check that each is somewhere.
+                self.last_credit = time.monotonic()
+                self.events.append({"t": time.time(), "event": "stall census"})
+                await self._census(sink_died=False)
+            if time.monotonic() - last_state >= STATE_EVERY:
+                last_state = time.monotonic()
+                self._write_state()
 
     async def _census(self, *, sink_died: bool) -> None:
         assert self.admission is not None
         self.census_count += 1
         held: set[Key] = set(self.in_transit)
-        for name, handle in self.sender.agent_handles:
-            try:
-                keys = await asyncio.wait_for(handle.held.remote(), timeout=30)
-            except (RayError, TimeoutError):
-                self.events.append({"t": time.time(), "event": "census: actor unavailable", "actor": name})
-                continue  # a restarting actor holds nothing
-            held.update((k[0], k[1]) for k in keys)
+        held.update(await self._held_attempts())
         leased = [k for k in self.admission.leases if k not in held]
         # Rows credited but not yet flushed died with the sink (if it died): run them again.
         unflushed = [k for k in self.credited if k not in held] if sink_died else []
@@ -210,6 +460,7 @@ class AdmissionActor(Watchable, PayloadOwner):
             if key not in known and await self.admission.replay(key, "actor died"):
                 replayed += 1
         self.events.append({"t": time.time(), "event": "census", "replayed": replayed})
+        self._write_state()
 
     async def _replay_expired(self) -> None:
         assert self.admission is not None

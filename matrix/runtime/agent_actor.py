@@ -2,9 +2,15 @@
 
 A message comes in (`receive_batch`), becomes an asyncio task that runs the role's step, and leaves
 for a live peer of the next role the workflow names, or for its partition's sink when the workflow
-is done. The actor holds the task from arrival until a peer or the sink acknowledged it, so a
-census (`held`) never misses a task that is alive. A task that cannot go on (a payload's owner
-died, no peer took it, an internal error) is reported to admission, which replays it.
+is done. The actor holds the task from arrival until a peer or the sink acknowledged it, and for a
+few seconds after names it with the peer it went to (`census`): a census asks the actors one after
+another, and a task moving between two of them is then still seen, unless that peer has died since.
+A task that cannot go on (a payload's owner died, no peer took it, an internal error) is reported to
+admission, which replays it.
+
+After each hop that hands the task on, the actor sends admission a checkpoint (batched, not
+awaited by the hop): the message as handed on and the values of the fields it offloaded in this
+hop, so that a replay can start from here (`RunConfig.checkpoints`).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pickle
 import time
 from collections import defaultdict
 from typing import Any
@@ -24,11 +31,14 @@ from matrix.agent import RoleSpec
 from matrix.llm.client import process_stats
 from matrix.message import ERROR, Hop, Message
 from matrix.metrics import Metrics
+from matrix.outbox import Outbox
 from matrix.payload import PayloadLost, offloaded_bytes, wire_size
 from matrix.runtime.config import RunConfig
 from matrix.runtime.directory import Sender, Watchable
 from matrix.runtime.payload_owners import PayloadOwner, store_for
 from matrix.workflow import get_workflow
+
+RECENT_SECONDS = 5.0  # how long a task handed on is still named in a census
 
 
 @ray.remote(num_cpus=0)
@@ -44,6 +54,12 @@ class AgentActor(Watchable, PayloadOwner):
         self.agent._payload = self.payload
         self.metrics = Metrics()
         self.holding: dict[Key, int] = defaultdict(int)
+        self.attempts: dict[Key, int] = {}  # the highest attempt among the copies held
+        self.recent: dict[Key, tuple[float, int, str]] = {}  # handed on a moment ago: (when, attempt, to whom)
+        self.checkpoints = cfg.checkpoints
+        self._ck_boxes: dict[int, Outbox] = {}
+        self._ck_tasks: set[asyncio.Task[Any]] = set()
+        self.checkpoints_sent = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self._setup_lock: asyncio.Lock | None = None
         self._ready = False
@@ -72,6 +88,7 @@ class AgentActor(Watchable, PayloadOwner):
         """Queue several messages (one call from one sender); returns this actor's load."""
         for msg, sent in batch:
             self.holding[msg.key] += 1
+            self.attempts[msg.key] = max(self.attempts.get(msg.key, 0), msg.attempt)
             task = asyncio.create_task(self._process(msg, sent))
             self.tasks.add(task)
             task.add_done_callback(self._done)
@@ -88,6 +105,7 @@ class AgentActor(Watchable, PayloadOwner):
             self.holding[key] = n
         else:
             self.holding.pop(key, None)
+            self.attempts.pop(key, None)
 
     async def _process(self, msg: Message, sent: float) -> None:
         role = self.spec.role
@@ -109,6 +127,7 @@ class AgentActor(Watchable, PayloadOwner):
             self.metrics.inc("hops", role)
             self.metrics.inc("messages")
             nxt = None if msg.status == ERROR else self.workflow.advance(msg)
+            since = self.payload.next_key
             self.payload.offload(msg)
             size = wire_size(msg)
             self.metrics.observe("hop_bytes", size, role, kind="bytes")
@@ -117,10 +136,18 @@ class AgentActor(Watchable, PayloadOwner):
             self.metrics.observe("message_bytes", full, role, kind="bytes")
             self.metrics.inc("bytes_moved", "", size)
             if nxt is None:
-                await self.sender.to_sink(int(msg.route.get("partition", 0)), msg)
-            elif not await self.sender.deliver(nxt, msg):
-                self.metrics.inc("undeliverable", nxt)
-                await self._report_lost(msg, f"no live peer of role {nxt!r} took it")
+                partition = int(msg.route.get("partition", 0))
+                await self.sender.to_sink(partition, msg)
+                peer: str | None = f"sink-{partition}"
+            else:
+                if self.checkpoints:
+                    self._checkpoint(msg, nxt, since)
+                peer = await self.sender.deliver(nxt, msg)
+                if peer is None:
+                    self.metrics.inc("undeliverable", nxt)
+                    await self._report_lost(msg, f"no live peer of role {nxt!r} took it")
+                    return
+            self.recent[msg.key] = (time.monotonic(), msg.attempt, peer or "")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -138,8 +165,53 @@ class AgentActor(Watchable, PayloadOwner):
         with contextlib.suppress(RayError):
             await adm.replay.remote(msg.key, reason, msg.attempt)
 
+    def _checkpoint(self, msg: Message, role: str, since: int) -> None:
+        """Send admission this hop's checkpoint (batched; the hop does not wait for it)."""
+        partition = int(msg.route.get("partition", 0))
+        item = (
+            msg.key,
+            msg.attempt,
+            role,
+            len(msg.hops),
+            pickle.dumps(msg, protocol=5),
+            self.payload.new_values(msg, since),
+        )
+        box = self._ck_boxes.get(partition)
+        if box is None:
+            adm = self.sender.admissions[partition]
+
+            async def send(batch: list[Any]) -> None:
+                await adm.checkpoint_batch.remote(batch)
+
+            box = self._ck_boxes[partition] = Outbox(send, max_batch=1024, max_in_flight=1)
+        task = asyncio.create_task(box.put(item))
+        self._ck_tasks.add(task)
+        task.add_done_callback(self._ck_sent)
+        self.checkpoints_sent += 1
+
+    def _ck_sent(self, task: asyncio.Task[Any]) -> None:
+        self._ck_tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # a checkpoint that did not arrive only makes a replay start earlier
+
+    def _prune_recent(self) -> None:
+        cut = time.monotonic() - RECENT_SECONDS
+        for key in [k for k, (t, _, _) in self.recent.items() if t < cut]:
+            del self.recent[key]
+
     def held(self) -> list[Key]:
-        return list(self.holding)
+        """Tasks this actor holds now, or handed on in the last few seconds."""
+        self._prune_recent()
+        return list(self.holding.keys() | self.recent.keys())
+
+    def census(self) -> list[tuple[Key, int, str, float]]:
+        """Each task held here (peer "") or handed on in the last few seconds (the peer's name), with its
+        attempt and how many seconds ago it left."""
+        self._prune_recent()
+        now = time.monotonic()
+        out = [(k, a, "", 0.0) for k, a in self.attempts.items()]
+        out += [(k, a, peer, now - t) for k, (t, a, peer) in self.recent.items() if k not in self.attempts]
+        return out
 
     def load(self) -> int:
         return len(self.holding)
@@ -151,6 +223,7 @@ class AgentActor(Watchable, PayloadOwner):
         snap["batching"] = self.sender.batching()
         snap["llm_calls"] = process_stats().to_dict()  # this actor's process: counted since it (re)started
         snap["pid"] = os.getpid()
+        snap["checkpoints_sent"] = self.checkpoints_sent
         return snap
 
     async def shutdown(self) -> None:

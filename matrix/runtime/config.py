@@ -50,8 +50,11 @@ class RunConfig:
     #: Serve live metrics for Prometheus at http://prometheus_host:prometheus_port/metrics (None: off).
     prometheus_port: int | None = None
     prometheus_host: str = "127.0.0.1"
+    #: Replays start from the task's last hop (each hop's message is kept by admission until the task
+    #: ends) instead of its first role; False: every replay starts over (the ablation).
+    checkpoints: bool = True
     #: Where Ray puts the run's actors: "default" (Ray's own choice: zero-CPU actors mostly land on the
-    #: driver's node) or "spread" (agents and sinks spread over every node of the cluster,
+    #: driver's node) or "spread" (agents, sinks and admissions spread over every node of the cluster,
     #: so that one node's loss takes a share of each, as on a real cluster).
     placement: str = "default"
     labels: dict[str, Any] = field(default_factory=dict)

@@ -92,8 +92,8 @@ class Sender:
         self.by_name.update({f"admission-{p}": h for p, h in self.admissions.items()})
         self._loaded.set()
 
-    async def deliver(self, role: str, msg: Message) -> bool:
-        """Hand `msg` to a live peer of `role`; False if none took it before the deadline."""
+    async def deliver(self, role: str, msg: Message) -> str | None:
+        """Hand `msg` to a live peer of `role`; the peer's name, or None if none took it before the deadline."""
         await self.load()
         peers = self.peers[role]
         deadline = time.monotonic() + DELIVERY_DEADLINE
@@ -106,13 +106,13 @@ class Sender:
             except ACTOR_GONE:
                 PeerSet.mark_down(peer)
                 if time.monotonic() > deadline:
-                    return False
+                    return None
                 await asyncio.sleep(0.05)
                 continue
             finally:
                 peer.sending -= 1
             PeerSet.mark_up(peer, int(load))
-            return True
+            return peer.name
 
     def _outbox(self, peer: Peer) -> Outbox:
         box = self._boxes.get(peer.name)

@@ -142,8 +142,10 @@ class RayRun:
             p: SinkActor.options(**restart).remote(self._cfg_ref, p, self.directory_name)  # type: ignore[attr-defined]
             for p in range(cfg.num_partitions)
         }
+        # Restartable too; its calls (the driver's `run` among them) wait for the new incarnation.
+        admission_opts = {"max_restarts": -1, "max_task_retries": -1, "max_concurrency": 10_000, **spread}
         self.admissions = {
-            p: AdmissionActor.options(max_concurrency=10_000).remote(self._cfg_ref, p, self.directory_name)  # type: ignore[attr-defined]
+            p: AdmissionActor.options(**admission_opts).remote(self._cfg_ref, p, self.directory_name)  # type: ignore[attr-defined]
             for p in range(cfg.num_partitions)
         }
         sticky = sorted(s.role for s in cfg.roles if s.is_sticky())
@@ -260,6 +262,14 @@ class RayRun:
                 "payload": payload,
                 "actor_deaths": sum(r.get("deaths", 0) for r in results),
                 "census_runs": sum(r.get("census", 0) for r in results),
+                # Replays that started from the task's last checkpoint, and the hops they did not run again.
+                "replays_from_checkpoint": sum(r.get("resumed", 0) for r in results),
+                "hops_kept_by_checkpoints": sum(r.get("resumed_hops", 0) for r in results),
+                "checkpoints": {
+                    "enabled": cfg.checkpoints,
+                    "received": sum(r.get("checkpoints_received", 0) for r in results),
+                },
+                "admission_restarts": sum(r.get("restarts", 0) for r in results),
                 "internal_errors": errors,
                 # Each agent actor's process since it (re)started: a killed actor's earlier calls are not here.
                 "llm_calls": llm_calls,

@@ -53,6 +53,17 @@ class SinkActor(Watchable, PayloadOwner):
     def done_keys(self) -> list[Key]:
         return list(self.writer.done)
 
+    def ledger(self) -> dict[str, list[Key]]:
+        """What a restarted admission rebuilds from, taken at one moment: every key with a row here
+        (`done`), those of this run (`this_run`: a resumed run's earlier rows left out), and those
+        accepted but not yet in the file (`unflushed`)."""
+        w = self.writer
+        return {
+            "done": list(w.done),
+            "this_run": list(w.this_run),
+            "unflushed": [k for k in w.done if not w.written(k)],
+        }
+
     def known(self, keys: list[Key]) -> list[tuple[Key, bool]]:
         """The keys that have a row here, or are being received (a census must not replay those), each
         with whether its row is in the file already."""
