@@ -123,6 +123,7 @@ def cmd_bench_overhead(args: argparse.Namespace) -> int:
 
 def cmd_bench_chaos(args: argparse.Namespace) -> int:
     from experiments.bench import chaos
+    from experiments.bench.nodes import ClusterError
     from matrix.runtime.report import write_json
 
     out = args.out or Path("results/bench/chaos.json")
@@ -133,23 +134,27 @@ def cmd_bench_chaos(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    doc = chaos.run_chaos(
-        tasks=args.tasks,
-        interval=args.interval,
-        targets=targets,
-        concurrency=args.concurrency,
-        replicas=args.replicas,
-        instances=args.instances,
-        time_scale=args.time_scale,
-        max_turns=args.max_turns,
-        seed=args.seed,
-        max_attempts=args.max_attempts,
-        nodes=args.nodes,
-        object_store_mb=args.object_store_mb,
-        run_root=args.run_root,
-        run_id=args.run_id,
-        on_point=lambda d: write_json(out, _portable(d)),
-    )
+    try:
+        doc = chaos.run_chaos(
+            tasks=args.tasks,
+            interval=args.interval,
+            targets=targets,
+            concurrency=args.concurrency,
+            replicas=args.replicas,
+            instances=args.instances,
+            time_scale=args.time_scale,
+            max_turns=args.max_turns,
+            seed=args.seed,
+            max_attempts=args.max_attempts,
+            nodes=args.nodes,
+            object_store_mb=args.object_store_mb,
+            run_root=args.run_root,
+            run_id=args.run_id,
+            on_point=lambda d: write_json(out, _portable(d)),
+        )
+    except (chaos.RunStalled, ClusterError) as exc:  # a fault the run did not survive: the reason, no hang
+        print(f"matrix bench chaos: {exc} (rows so far stay in {args.run_root}/coral/matrix/)", file=sys.stderr)
+        return 1
     write_json(out, _portable(doc))
     print(chaos.format_table(doc))
     print(f"wrote {out} and {doc['run_dirs']['faulty']}/metrics.json")

@@ -37,7 +37,7 @@ import ray
 from ray.exceptions import RayError
 
 from experiments.bench import chaos
-from experiments.bench.nodes import DEFAULT_OBJECT_STORE_MB, LocalCluster, ray_processes, sum_rss
+from experiments.bench.nodes import DEFAULT_OBJECT_STORE_MB, ClusterError, LocalCluster, ray_processes, sum_rss
 from matrix.runtime.ray_p2p import RayRun
 from matrix.runtime.report import write_json
 
@@ -282,10 +282,14 @@ def main(args: argparse.Namespace) -> int:
 
     out = args.out or Path("results/bench/soak.json")
     targets = chaos.parse_targets(args.targets, nodes=args.nodes)  # one line, before anything starts
-    doc = run_soak(
-        tasks=args.tasks, interval=args.interval, targets=targets, nodes=args.nodes, run_root=args.run_root,
-        run_id=args.run_id, sample_seconds=args.sample_seconds, window_seconds=args.window_seconds,
-    )  # fmt: skip
+    try:
+        doc = run_soak(
+            tasks=args.tasks, interval=args.interval, targets=targets, nodes=args.nodes, run_root=args.run_root,
+            run_id=args.run_id, sample_seconds=args.sample_seconds, window_seconds=args.window_seconds,
+        )  # fmt: skip
+    except (chaos.RunStalled, ClusterError) as exc:  # a fault the run did not survive: the reason, no hang
+        print(f"matrix bench soak: {exc} (rows so far stay in {args.run_root}/coral/matrix/)", file=sys.stderr)
+        return 1
     write_json(out, _portable(doc))
     print(format_soak(doc))
     print(f"wrote {out}")
