@@ -26,25 +26,10 @@ PROVISIONING = GRAFANA / "provisioning"
 _RATE_WINDOW = "20s"  # $__rate_interval's stand-in: several scrapes of a run exporter that updates every 5 s
 _VARIABLES = {"$run_id": ".*", "$role": ".*", "$__rate_interval": _RATE_WINDOW, "$__interval": "2s"}
 
-# The run's driver exports what its progress loop collects (matrix/runtime/ray_p2p.py builds those gauges);
-# these series need it to add admission's and the sinks' counts to them.
-_DRIVER_GAUGES = (
-    "the run's driver does not export this series yet: matrix/runtime/ray_p2p.py's per-second gauges need "
-    "{what} (report.gauges_text exports them; `<stem>_<role>` names get a role label, report.LABELLED_GAUGES)"
-)
 
 #: Queries expected to return nothing today, by "panel title / refId", and why. The check fails on a
 #: query listed here that does return series (so that the list stays true) and on every other empty one.
-KNOWN_EMPTY: dict[str, str] = {
-    "Tasks admitted / finished / failed per second / B": _DRIVER_GAUGES.format(what="tasks_admitted"),
-    "Tasks admitted / finished / failed per second / C": _DRIVER_GAUGES.format(what="tasks_finished"),
-    "Tasks admitted / finished / failed per second / D": _DRIVER_GAUGES.format(what="tasks_failed"),
-    "Tokens/s per role (completion) / B": _DRIVER_GAUGES.format(
-        what="completion_tokens_by_role_<role> (the sinks' tokens_by_role)"
-    ),
-    "Replays and actor restarts / A": _DRIVER_GAUGES.format(what="tasks_replayed (admission's replays)"),
-    "Replays and actor restarts / B": _DRIVER_GAUGES.format(what="actor_deaths (admission's count)"),
-}
+KNOWN_EMPTY: dict[str, str] = {}
 #: Queries that need a GPU on a Ray node: empty on a machine without one.
 NEEDS_GPU = {"GPU and CPU utilisation per node (Ray) / A": "no GPU on this machine: Ray exports no GPU utilisation"}
 

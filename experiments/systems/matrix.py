@@ -52,9 +52,11 @@ class MatrixP2P(System):
         ensure_ray()
         c, p, a = self._point(job.system_cfg)
         with job.case.p2p_services(job.settings) as services:
+            port = job.system_cfg.get("prometheus_port")
             cfg = job.case.p2p_config(
                 job.pools, job.settings, job.inputs, job.run_dir, concurrency=c, partitions=p, instances=a,
-                progress=job.progress, labels=labels,
+                progress=job.progress, labels=labels, prometheus_port=None if port is None else int(port),
+                checkpoints=bool(job.system_cfg.get("checkpoints", True)),
             )  # fmt: skip
             metrics = run_ray(cfg)
             metrics.update(services())

@@ -68,6 +68,8 @@ __all__ = [
     "with_overrides",
 ]
 
+# The per-second series a run keeps in timeseries.json (the Prometheus exporter gets every gauge).
+SERIES = ("tasks_done", "tasks_in_flight", "completion_tokens")
 INLINE_CONFIG_BYTES = 64 * 1024  # a run config up to this size is passed inline to each actor (Ray inlines < 100 KB)
 
 
@@ -190,7 +192,7 @@ class RayRun:
         series = TimeSeries()
         exporter = None
         if cfg.prometheus_port is not None:
-            exporter = PrometheusExporter(cfg.prometheus_host, cfg.prometheus_port)
+            exporter = PrometheusExporter(cfg.prometheus_host, cfg.prometheus_port, labels={"run_id": self.run_id})
             print(f"matrix: metrics for Prometheus at {exporter.url}", file=sys.stderr, flush=True)
         start_at, t0 = time.time(), time.monotonic()
         last_export = 0.0
@@ -231,13 +233,29 @@ class RayRun:
                     depth[name.rsplit("-", 1)[0]] += load
                 done = sum(c["finished"] + c["failed"] for c in counts)
                 in_flight = sum(int(s.get("in_flight", 0)) for s in snaps)
+                by_role: dict[str, float] = defaultdict(float)
+                for c in counts:
+                    tokens = c.get("tokens_by_role")
+                    for role, n in (tokens if isinstance(tokens, dict) else {}).items():
+                        by_role[role] += n
                 gauges = {
                     "tasks_done": done,
                     "tasks_in_flight": in_flight,
+                    "tasks_admitted": sum(int(s.get("admitted", 0)) for s in snaps),
+                    "tasks_finished": sum(c["finished"] for c in counts),
+                    "tasks_failed": sum(c["failed"] for c in counts),
+                    "tasks_replayed": sum(int(s.get("replayed", 0)) for s in snaps),
+                    "replays_from_checkpoint": sum(int(s.get("resumed", 0)) for s in snaps),
+                    "actor_deaths": sum(int(s.get("deaths", 0)) for s in snaps),
+                    "admission_restarts": sum(int(s.get("restarts", 0)) for s in snaps),
                     "completion_tokens": sum(c["completion_tokens"] for c in counts),
                     **{f"queue_depth_{role}": float(n) for role, n in depth.items()},
+                    **{f"completion_tokens_by_role_{role}": n for role, n in by_role.items()},
                 }
-                series.sample(time.monotonic() - t0, **gauges)
+                series.sample(
+                    time.monotonic() - t0,
+                    **{k: v for k, v in gauges.items() if k in SERIES or k.startswith("queue_depth_")},
+                )
                 progress.update(done, in_flight, sum(c["failed"] for c in counts))
                 if exporter is not None and time.monotonic() - last_export >= 5.0:
                     last_export = time.monotonic()

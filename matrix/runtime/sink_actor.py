@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import warnings
+from typing import Any
 
 import ray
 from ray.exceptions import RayError
@@ -122,9 +123,14 @@ class SinkActor(Watchable, PayloadOwner):
             self._report_durable()
             self.frees.send()
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, Any]:
         st = self.writer.stats
-        return {"finished": st.finished, "failed": st.failed, "completion_tokens": st.completion_tokens}
+        return {
+            "finished": st.finished,
+            "failed": st.failed,
+            "completion_tokens": st.completion_tokens,
+            "tokens_by_role": {role: u["completion_tokens"] for role, u in st.tokens_by_role.items()},
+        }
 
     async def close(self) -> SinkStats:
         if self._flusher is not None:
