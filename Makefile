@@ -84,11 +84,11 @@ bench-chaos: setup
 	$(MAKE) tables
 
 # The soak (SIMULATED serving): 50,000 Coral tasks on a head and 2 worker nodes, an agent, a sink, a
-# whole node or a sim replica killed every 10 s; nothing lost or duplicated, and the Ray processes'
+# whole node, a sim replica or the admission actor killed every 10 s; nothing lost or duplicated, and the Ray processes'
 # summed RSS at the end within 10% of its level after warm-up; results/bench/soak.json.
 SOAK_TASKS ?= 50000
 SOAK_INTERVAL ?= 10
-SOAK_TARGETS ?= agent,sink,node,model
+SOAK_TARGETS ?= agent,sink,node,model,admission
 bench-soak: setup
 	$(VENV)/bin/matrix bench soak --tasks $(SOAK_TASKS) --interval $(SOAK_INTERVAL) --targets $(SOAK_TARGETS)
 

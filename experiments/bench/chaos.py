@@ -26,8 +26,8 @@ For a node, the restart time runs until every actor that lived on it answers fro
 and the replacement node is up; the log also has when the GCS declared the node dead and how long
 the replacement took. The killer waits for each victim to come back before the next kill is due,
 and stops once admission has nothing left in flight. `tool` is refused with a reason (Coral calls no
-tool server), and so is `admission` while the runtime's admission actor is not restartable, and
-`node` without a cluster of several nodes, each before anything starts.
+tool server), and so is `node` without a cluster of several nodes, each before anything starts.
+(`admission` was refused the same way until the runtime's admission actor became restartable.)
 
 Lost and duplicated tasks are counted from the output file, not from the runtime's counters: every
 input (task_id, trial) must have exactly one row, and that row must be `done`. Tokens for the
@@ -86,8 +86,9 @@ Key = tuple[str, int]
 
 CORAL_CASE_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "case" / "coral.yaml"
 
-# Set once the runtime's admission actor is restartable (it rebuilds its lease table after a restart).
-ADMISSION_RESTARTABLE = False
+# The runtime's admission actor is restartable (it rebuilds its lease table after a restart, commit c4e233a):
+# it can be a chaos target, and on a cluster it is spread like the agents and sinks instead of kept on the head.
+ADMISSION_RESTARTABLE = True
 TARGETS = ("agent", "sink", "model", "node", *(("admission",) if ADMISSION_RESTARTABLE else ()))
 UNSUPPORTED = {
     **(

@@ -287,7 +287,7 @@ def register_cli(sub: Any) -> None:
     c = bsub.add_parser("chaos", help="Coral on sim replicas without and with an actor killed every few seconds")
     c.add_argument("--tasks", type=int, default=5000, help="Coral tasks per run (default 5000)")
     c.add_argument("--interval", type=float, default=5.0, help="seconds between kills (default 5)")
-    c.add_argument("--targets", default="agent", help="comma-separated: agent (default), sink, model, node")
+    c.add_argument("--targets", default="agent", help="comma-separated: agent (default), sink, model, node, admission")
     c.add_argument("--nodes", type=int, default=0, help="worker nodes beside the head (default 0: one node)")
     c.add_argument("--object-store-mb", type=int, default=128, help="object store per node, MB (default 128)")
     c.add_argument("--concurrency", type=int, default=200, help="max_concurrent_tasks (default 200)")
@@ -307,7 +307,9 @@ def register_cli(sub: Any) -> None:
     k = bsub.add_parser("soak", help="a long Coral run on sim replicas under mixed kills: nothing lost, memory flat")
     k.add_argument("--tasks", type=int, default=50_000, help="Coral tasks (default 50000)")
     k.add_argument("--interval", type=float, default=10.0, help="seconds between kills (default 10)")
-    k.add_argument("--targets", default="agent,sink,node,model", help="comma-separated (default agent,sink,node,model)")
+    k.add_argument(
+        "--targets", default="agent,sink,node,model,admission", help="comma-separated (default all five kinds)"
+    )
     k.add_argument("--nodes", type=int, default=2, help="worker nodes beside the head (default 2)")
     k.add_argument("--sample-seconds", type=float, default=10.0, help="seconds between memory samples (default 10)")
     k.add_argument("--window-seconds", type=float, default=120.0, help="memory level windows, seconds (default 120)")

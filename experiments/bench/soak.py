@@ -3,7 +3,7 @@ of several nodes; nothing may be lost or written twice, and memory must stay fla
 
 Every `interval` seconds the chaos benchmark's killer (`experiments.bench.chaos.Killer`) kills one
 victim of a target drawn at random from `targets`: an agent, a sink, a whole worker node (replaced
-by a fresh one), a sim replica, and the admission actor once the runtime can restart it. There is
+by a fresh one), a sim replica, or the admission actor (which Ray restarts). There is
 no fault-free twin: the questions are whether the run ends with every task once, and whether the
 memory of the Ray processes stays level over a long run.
 
@@ -44,7 +44,7 @@ from matrix.runtime.report import write_json
 DEFAULTS: dict[str, Any] = {
     "tasks": 50_000,
     "interval": 10.0,
-    "targets": ("agent", "sink", "node", "model"),
+    "targets": ("agent", "sink", "node", "model", "admission"),
     "nodes": 2,
     "concurrency": 200,
     "replicas": 2,

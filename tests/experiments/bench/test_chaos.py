@@ -17,8 +17,9 @@ def row(task: str, status: str = "done", attempt: int = 1, tokens: int = 10) -> 
 
 def test_targets_are_checked_before_anything_starts() -> None:
     assert chaos.parse_targets("agent, sink,agent") == ("agent", "sink")
-    with pytest.raises(ValueError, match="'admission' is not supported: an admission actor is not restartable"):
-        chaos.parse_targets("agent,admission")
+    assert chaos.parse_targets("agent,admission") == ("agent", "admission")  # restartable since c4e233a
+    with pytest.raises(ValueError, match="'tool' is not supported: the Coral workload calls no tool server"):
+        chaos.parse_targets("agent,tool")
     with pytest.raises(ValueError, match=r"unknown chaos target 'agnet' \(choose from: agent, sink, model, node"):
         chaos.parse_targets("agnet")
     with pytest.raises(ValueError, match="no chaos targets"):

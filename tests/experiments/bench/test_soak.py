@@ -45,9 +45,9 @@ def test_a_run_that_never_warms_up_has_no_verdict() -> None:
 @pytest.mark.slow
 def test_a_short_soak_under_mixed_kills_loses_nothing_and_samples_memory(no_ray: None, tmp_path: Path) -> None:
     doc = soak.run_soak(
-        tasks=500, interval=2.5, targets=("agent", "sink", "node", "model"), nodes=1, concurrency=60, max_turns=8,
-        seed=2, sample_seconds=1.0, window_seconds=5.0, run_root=tmp_path, run_id="soak-test", progress=False,
-        stall_seconds=120.0, log=lambda s: None,
+        tasks=500, interval=2.5, targets=("agent", "sink", "node", "model", "admission"), nodes=1, concurrency=60,
+        max_turns=8, seed=2, sample_seconds=1.0, window_seconds=5.0, run_root=tmp_path, run_id="soak-test",
+        progress=False, stall_seconds=120.0, log=lambda s: None,
     )  # fmt: skip
     run = doc["run"]
     assert (run["lost"], run["duplicate_rows"], run["failed_rows"], run["unexpected_rows"]) == (0, 0, 0, 0), run
