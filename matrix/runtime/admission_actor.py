@@ -429,9 +429,12 @@ class AdmissionActor(Watchable, PayloadOwner):
     async def _census(self, *, sink_died: bool) -> None:
         assert self.admission is not None
         self.census_count += 1
+        # Only tasks leased before the agents are asked: one admitted while they answer may reach them after.
+        before = set(self.admission.leases)
         held: set[Key] = set(self.in_transit)
         held.update(await self._held_attempts())
-        leased = [k for k in self.admission.leases if k not in held]
+        held.update(self.in_transit)
+        leased = [k for k in before if k in self.admission.leases and k not in held]
         # Rows credited but not yet flushed died with the sink (if it died): run them again.
         unflushed = [k for k in self.credited if k not in held] if sink_died else []
         if not leased and not unflushed:

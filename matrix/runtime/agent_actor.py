@@ -141,6 +141,7 @@ class AgentActor(Watchable, PayloadOwner):
                 peer: str | None = f"sink-{partition}"
             else:
                 if self.checkpoints:
+                    await self.sender.load()  # a restarted actor may get messages before its `ready`
                     self._checkpoint(msg, nxt, since)
                 peer = await self.sender.deliver(nxt, msg)
                 if peer is None:
@@ -200,9 +201,8 @@ class AgentActor(Watchable, PayloadOwner):
             del self.recent[key]
 
     def held(self) -> list[Key]:
-        """Tasks this actor holds now, or handed on in the last few seconds."""
-        self._prune_recent()
-        return list(self.holding.keys() | self.recent.keys())
+        """Tasks this actor holds now."""
+        return list(self.holding)
 
     def census(self) -> list[tuple[Key, int, str, float]]:
         """Each task held here (peer "") or handed on in the last few seconds (the peer's name), with its

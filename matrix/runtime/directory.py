@@ -27,6 +27,7 @@ with contextlib.suppress(ImportError):
     ACTOR_GONE = (RayActorError, ActorUnavailableError)
 
 DELIVERY_DEADLINE = 120.0  # seconds a sender keeps trying to hand a message to some peer of a role
+PROBE_CAP = 30.0  # a dead peer is left out this long at most; a probe brings it back when it answers
 
 
 @ray.remote(num_cpus=0)
@@ -61,6 +62,8 @@ class Sender:
         self._loaded = asyncio.Event()
         self._loading = False
         self._boxes: dict[str, Outbox] = {}
+        self._probing: set[str] = set()
+        self._probes: set[asyncio.Task[None]] = set()
 
     async def load(self) -> None:
         if self._loaded.is_set():
@@ -104,7 +107,7 @@ class Sender:
             try:
                 load = await self._outbox(peer).put((msg, sent))
             except ACTOR_GONE:
-                PeerSet.mark_down(peer)
+                self._down(peer)
                 if time.monotonic() > deadline:
                     return None
                 await asyncio.sleep(0.05)
@@ -113,6 +116,35 @@ class Sender:
                 peer.sending -= 1
             PeerSet.mark_up(peer, int(load))
             return peer.name
+
+    def _down(self, peer: Peer) -> None:
+        """A call to `peer` failed (its actor died): leave it out until a probe finds it back.
+
+        Calls made while Ray restarts an actor wait for the new incarnation, so a peer left out only
+        for a short cooldown would hold every task sent to it meanwhile; a probe (`ping`, which waits
+        the same way) brings it back as soon as it answers."""
+        PeerSet.mark_down(peer, base=PROBE_CAP, cap=PROBE_CAP)
+        if peer.name in self._probing:
+            return
+
+        async def probe() -> None:
+            deadline = time.monotonic() + PROBE_CAP
+            try:
+                while time.monotonic() < deadline:
+                    try:
+                        await peer.handle.ping.remote()
+                    except ACTOR_GONE:  # still restarting (a call fails after a second or two)
+                        await asyncio.sleep(0.1)
+                        continue
+                    PeerSet.mark_up(peer, 0)
+                    return
+            finally:
+                self._probing.discard(peer.name)
+
+        self._probing.add(peer.name)
+        task = asyncio.create_task(probe())
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
 
     def _outbox(self, peer: Peer) -> Outbox:
         box = self._boxes.get(peer.name)
