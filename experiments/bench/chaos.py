@@ -816,6 +816,7 @@ def _run_once(
     log: Callable[[str], None],
     cluster: LocalCluster | None = None,
     watch: Callable[[RayRun, Killer | None], AbstractContextManager[Any]] | None = None,
+    checkpoints: bool = True,
 ) -> tuple[dict[str, Any], list[Kill]]:
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.glob("output*.jsonl"):
@@ -828,7 +829,7 @@ def _run_once(
     cfg = case.p2p_config(
         pools, settings, inputs, run_dir, concurrency=concurrency, partitions=1, instances=instances,
         progress=progress, labels=labels, max_attempts=max_attempts,
-        placement="spread" if cluster is not None else "default",
+        placement="spread" if cluster is not None else "default", checkpoints=checkpoints,
     )  # fmt: skip
     with pinned_to_head(cluster):
         run = RayRun(cfg)
@@ -957,8 +958,13 @@ def run_chaos(
     stall_seconds: float = 180.0,
     log: Callable[[str], None] | None = None,
     on_point: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_overhead: bool = False,
 ) -> dict[str, Any]:
     """The same Coral workload without and with faults on the same sim replicas; returns the report.
+
+    `checkpoint_overhead` adds a first fault-free run with checkpoints off (`no_checkpoints/` inside the
+    faulty run's directory): the fault-free cost of keeping each task's last hop, beside what it saves
+    under faults, measured in one invocation (`comparison.checkpoint_overhead_percent`).
 
     With `nodes` > 0 both runs go on a local cluster of a head and that many worker nodes, the run's
     agents and sinks spread over them (the `node` target needs it). `on_point(doc)` gets the document
@@ -1005,12 +1011,25 @@ def run_chaos(
         inputs = case.inputs(settings)
         expected = [(str(r["id"]), 0) for r in inputs]
 
-        def once(run_dir: Path, with_chaos: dict[str, Any] | None) -> tuple[dict[str, Any], list[Kill]]:
+        def once(
+            run_dir: Path, with_chaos: dict[str, Any] | None, checkpoints: bool = True
+        ) -> tuple[dict[str, Any], list[Kill]]:
             return _run_once(
                 case, pools, settings, inputs, run_dir, concurrency=concurrency, instances=instances,
                 max_attempts=max_attempts, progress=progress, stall_seconds=stall_seconds, chaos=with_chaos,
-                fleet=fleet if with_chaos is not None else None, log=say, cluster=cluster,
+                fleet=fleet if with_chaos is not None else None, log=say, cluster=cluster, checkpoints=checkpoints,
             )  # fmt: skip
+
+        if checkpoint_overhead:
+            plain_dir = faulty_dir / "no_checkpoints"
+            say(f"chaos: fault-free run of {tasks} Coral tasks with checkpoints off -> {plain_dir}")
+            plain_m, _ = once(plain_dir, None, checkpoints=False)
+            plain_rows = list(iter_output_rows(sorted(plain_dir.glob("output*.jsonl"))))
+            doc["fault_free_no_checkpoints"] = run_summary(
+                plain_m, audit_rows(plain_rows, expected), time_scale=time_scale
+            )
+            doc["run_dirs"]["fault_free_no_checkpoints"] = str(plain_dir)
+            write_json(plain_dir / "metrics.json", plain_m)
 
         say(f"chaos: fault-free run of {tasks} Coral tasks -> {free_dir}")
         free_m, _ = once(free_dir, None)
@@ -1039,6 +1058,19 @@ def run_chaos(
         ),
         "trajectories_differing": differing(trajectory_digests(free_rows), trajectory_digests(faulty_rows)),
     }
+    if "fault_free_no_checkpoints" in doc:
+        overhead = change_percent(
+            doc["fault_free_no_checkpoints"]["tokens_per_second"], doc["fault_free"]["tokens_per_second"]
+        )
+        doc["comparison"]["checkpoint_overhead_percent"] = None if overhead is None else -overhead
+        loss = doc["comparison"]["throughput_change_percent"]
+        doc["targets"] = {
+            "what": "issue #20: tokens/s loss under kills at most 10%, fault-free cost of checkpoints at most 3%",
+            "loss_percent": None if loss is None else -loss,
+            "loss_target_percent": 10.0,
+            "checkpoint_overhead_percent": doc["comparison"]["checkpoint_overhead_percent"],
+            "overhead_target_percent": 3.0,
+        }
     faulty_m["chaos"] = chaos_block(doc)
     write_json(faulty_dir / "metrics.json", faulty_m)
     if on_point is not None:
@@ -1053,6 +1085,6 @@ def ok(doc: dict[str, Any]) -> bool:
         and doc[r]["duplicate_rows"] == 0
         and doc[r]["failed_rows"] == 0
         and not doc[r]["unexpected_rows"]
-        for r in ("fault_free", "faulty")
+        for r in ("fault_free_no_checkpoints", "fault_free", "faulty")
         if r in doc
     )

@@ -151,6 +151,7 @@ def cmd_bench_chaos(args: argparse.Namespace) -> int:
             run_root=args.run_root,
             run_id=args.run_id,
             on_point=lambda d: write_json(out, _portable(d)),
+            checkpoint_overhead=args.checkpoint_overhead,
         )
     except (chaos.RunStalled, ClusterError) as exc:  # a fault the run did not survive: the reason, no hang
         print(f"matrix bench chaos: {exc} (rows so far stay in {args.run_root}/coral/matrix/)", file=sys.stderr)
@@ -302,6 +303,11 @@ def register_cli(sub: Any) -> None:
     c.add_argument("--out", type=Path, help="JSON path (default results/bench/chaos.json)")
     c.add_argument("--run-root", type=Path, default=Path("results/runs"), help="run directories' root")
     c.add_argument("--run-id", help="the faulty run's directory name (default chaos-<timestamp>)")
+    c.add_argument(
+        "--checkpoint-overhead",
+        action="store_true",
+        help="first a fault-free run with checkpoints off: their fault-free cost beside what they save",
+    )
     c.set_defaults(func=cmd_bench_chaos)
 
     k = bsub.add_parser("soak", help="a long Coral run on sim replicas under mixed kills: nothing lost, memory flat")

@@ -62,7 +62,7 @@ class Checkpoint:
     attempt: int
     role: str
     hops: int
-    message: bytes
+    message: bytes | None  # None until a hop sends the whole message
     values: dict[tuple[str, int, int], Any] = field(default_factory=dict)
 
 
@@ -263,9 +263,10 @@ class AdmissionActor(Watchable, PayloadOwner):
 
     # -- checkpoints ---------------------------------------------------------------------------
 
-    def checkpoint_batch(self, items: list[tuple[Key, int, str, int, bytes, dict[Any, Any]]]) -> None:
-        """Keep each task's latest checkpoint: (key, attempt, next role, hops, pickled message, values of
-        the fields offloaded in that hop). One of an older attempt, or of a task no longer leased, is dropped."""
+    def checkpoint_batch(self, items: list[tuple[Key, int, str, int, bytes | None, dict[Any, Any]]]) -> None:
+        """Keep each task's latest checkpoint: (key, attempt, next role, hops, pickled message or None,
+        values of the fields offloaded in that hop). One of an older attempt, or of a task no longer
+        leased, is dropped."""
         if self.admission is None:
             return
         for k, attempt, role, hops, message, values in items:
@@ -275,11 +276,10 @@ class AdmissionActor(Watchable, PayloadOwner):
                 continue
             ck = self.checkpoints.get(key)
             if ck is None or ck.attempt != attempt:
-                ck = self.checkpoints[key] = Checkpoint(attempt, role, hops, message, dict(values))
-            else:
-                ck.values.update(values)
-                if hops >= ck.hops:
-                    ck.role, ck.hops, ck.message = role, hops, message
+                ck = self.checkpoints[key] = Checkpoint(attempt, "", 0, None, {})
+            ck.values.update(values)
+            if message is not None and hops >= ck.hops:
+                ck.role, ck.hops, ck.message = role, hops, message
             self.checkpoint_count += 1
 
     async def _resume(self, lease: Lease) -> int:
@@ -287,7 +287,7 @@ class AdmissionActor(Watchable, PayloadOwner):
         returns how many hops it kept, 0 if there was none usable (the caller starts it over)."""
         key = (lease.row.task_id, lease.trial)
         ck = self.checkpoints.pop(key, None)
-        if ck is None:
+        if ck is None or ck.message is None:
             return 0
         msg: Message = pickle.loads(ck.message)
         try:

@@ -9,8 +9,9 @@ A task that cannot go on (a payload's owner died, no peer took it, an internal e
 admission, which replays it.
 
 After each hop that hands the task on, the actor sends admission a checkpoint (batched, not
-awaited by the hop): the message as handed on and the values of the fields it offloaded in this
-hop, so that a replay can start from here (`RunConfig.checkpoints`).
+awaited by the hop): the values of the fields it offloaded in this hop and, every
+`checkpoint_every` hops, the message as handed on, so that a replay can start from there
+(`RunConfig.checkpoints`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class AgentActor(Watchable, PayloadOwner):
         self.attempts: dict[Key, int] = {}  # the highest attempt among the copies held
         self.recent: dict[Key, tuple[float, int, str]] = {}  # handed on a moment ago: (when, attempt, to whom)
         self.checkpoints = cfg.checkpoints
+        self.checkpoint_every = cfg.checkpoint_every
         self._ck_boxes: dict[int, Outbox] = {}
         self._ck_tasks: set[asyncio.Task[Any]] = set()
         self.checkpoints_sent = 0
@@ -141,8 +143,11 @@ class AgentActor(Watchable, PayloadOwner):
                 peer: str | None = f"sink-{partition}"
             else:
                 if self.checkpoints:
-                    await self.sender.load()  # a restarted actor may get messages before its `ready`
-                    self._checkpoint(msg, nxt, since)
+                    values = self.payload.new_values(msg, since)
+                    whole = len(msg.hops) % self.checkpoint_every == 0
+                    if values or whole:
+                        await self.sender.load()  # a restarted actor may get messages before its `ready`
+                        self._checkpoint(msg, nxt, values, whole)
                 peer = await self.sender.deliver(nxt, msg)
                 if peer is None:
                     self.metrics.inc("undeliverable", nxt)
@@ -166,17 +171,12 @@ class AgentActor(Watchable, PayloadOwner):
         with contextlib.suppress(RayError):
             await adm.replay.remote(msg.key, reason, msg.attempt)
 
-    def _checkpoint(self, msg: Message, role: str, since: int) -> None:
-        """Send admission this hop's checkpoint (batched; the hop does not wait for it)."""
+    def _checkpoint(self, msg: Message, role: str, values: dict[Any, Any], whole: bool) -> None:
+        """Send admission this hop's checkpoint (batched; the hop does not wait for it): the values of the
+        fields offloaded in this hop and, every `checkpoint_every` hops, the message as handed on."""
         partition = int(msg.route.get("partition", 0))
-        item = (
-            msg.key,
-            msg.attempt,
-            role,
-            len(msg.hops),
-            pickle.dumps(msg, protocol=5),
-            self.payload.new_values(msg, since),
-        )
+        message = pickle.dumps(msg, protocol=5) if whole else None
+        item = (msg.key, msg.attempt, role, len(msg.hops), message, values)
         box = self._ck_boxes.get(partition)
         if box is None:
             adm = self.sender.admissions[partition]

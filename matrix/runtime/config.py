@@ -53,6 +53,10 @@ class RunConfig:
     #: Replays start from the task's last hop (each hop's message is kept by admission until the task
     #: ends) instead of its first role; False: every replay starts over (the ablation).
     checkpoints: bool = True
+    #: The message itself is kept every this many hops (the values a hop offloads are sent at every hop
+    #: that has any): a replay redoes fewer than this many hops, and a long task's growing message is
+    #: not pickled once more at every hop.
+    checkpoint_every: int = 4
     #: Where Ray puts the run's actors: "default" (Ray's own choice: zero-CPU actors mostly land on the
     #: driver's node) or "spread" (agents, sinks and admissions spread over every node of the cluster,
     #: so that one node's loss takes a share of each, as on a real cluster).
@@ -69,6 +73,8 @@ class RunConfig:
             raise ValueError(f"peer_policy must be one of {PEER_POLICIES}, got {self.peer_policy!r}")
         if self.placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1 hop, got {self.checkpoint_every}")
         if self.drain_seconds < 0:
             raise ValueError(f"drain_seconds must be >= 0, got {self.drain_seconds}")
         if self.offload_threshold is not None and self.offload_threshold < 0:

@@ -42,6 +42,7 @@ from typing import Any
 
 import ray
 from ray.exceptions import RayActorError, RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from matrix.llm.client import add_call_counts
 from matrix.metrics import Metrics, TimeSeries
@@ -114,7 +115,13 @@ class RayRun:
         self.stop_now = threading.Event()
         self.stop_reason = ""
         self.directory_name = f"matrix-directory-{self.run_id}"
-        self.directory = Directory.options(name=self.directory_name).remote()  # type: ignore[attr-defined]
+        # The directory is not restartable: on a cluster it stays on the driver's node (a run whose driver's
+        # node dies has ended anyway), never on a worker node that may be lost.
+        pin: dict[str, Any] = {}
+        if cfg.placement == "spread":
+            here = ray.get_runtime_context().get_node_id()
+            pin = {"scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}
+        self.directory = Directory.options(name=self.directory_name, **pin).remote()  # type: ignore[attr-defined]
         # Restartable actors re-run their constructor from these arguments. A small config travels
         # inside each actor's creation spec; a large one (rows given inline) goes to the object store
         # once, pinned by the driver for the whole run, and Ray logs a warning about that

@@ -146,6 +146,7 @@ def test_a_replay_starts_from_the_last_hop_and_keeps_the_offloaded_turns(tmp_pat
         run_dir=tmp_path / "run",
         max_concurrent_tasks=40,
         progress=False,
+        checkpoint_every=1,  # the message after a's hop is kept (the default keeps every 4th hop's)
     )
     run = RayRun(cfg)
     held: list[Any] = []
