@@ -417,11 +417,13 @@ class AdmissionActor(Watchable, PayloadOwner):
                 await self._census(sink_died=any(n.startswith("sink-") for n in dead))
             await self._replay_expired()
             assert self.admission is not None
-            if self.admission.leases and time.monotonic() - self.last_credit >= STALL_SECONDS:
-                # Nothing ended for a while although tasks are in flight: check that each is somewhere.
+            if (self.admission.leases or self.credited) and time.monotonic() - self.last_credit >= STALL_SECONDS:
+                # Nothing ended for a while although tasks are in flight, or rows wait to be flushed: check
+                # that each is somewhere (a credit from a sink that died before flushing its row can arrive
+                # after the census its death started; the sink's answer tells whether it has the row).
                 self.last_credit = time.monotonic()
                 self.events.append({"t": time.time(), "event": "stall census"})
-                await self._census(sink_died=False)
+                await self._census(sink_died=True)
             if time.monotonic() - last_state >= STATE_EVERY:
                 last_state = time.monotonic()
                 self._write_state()
