@@ -57,11 +57,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 from urllib.parse import urlsplit
 
 import ray
@@ -78,7 +77,6 @@ from experiments.bench.nodes import (
 )
 from experiments.cases.coral import CoralCase
 from matrix.llm.backends.base import Pool, PoolSpec
-from matrix.runtime import ray_p2p
 from matrix.runtime.ray_p2p import RayRun, ensure_ray
 from matrix.runtime.report import write_json
 
@@ -831,8 +829,7 @@ def _run_once(
         progress=progress, labels=labels, max_attempts=max_attempts,
         placement="spread" if cluster is not None else "default", checkpoints=checkpoints,
     )  # fmt: skip
-    with pinned_to_head(cluster):
-        run = RayRun(cfg)
+    run = RayRun(cfg)  # with placement "spread" the runtime keeps its directory on the driver's node, the head
     killer = None
     try:
         if chaos is not None:
@@ -883,32 +880,6 @@ def sim_fleet(spec: PoolSpec, time_scale: float, cluster: LocalCluster | None = 
         yield fleet
     finally:
         fleet.stop()
-
-
-@contextmanager
-def pinned_to_head(cluster: LocalCluster | None) -> Iterator[None]:
-    """While a run's actors are created: its directory (and its admission actors, while those are not
-    restartable) go on the cluster's head node, which node kills spare.
-
-    Ray places a zero-CPU actor that names no strategy on any node of the cluster, not necessarily the
-    driver's; on a node that dies, these actors would end the run, since no restart brings them back.
-    The runtime creates them with its default placement, so this sets the strategy on their classes'
-    `options` for the length of the block (nothing else changes).
-    """
-    if cluster is None:
-        yield
-        return
-    strategy = NodeAffinitySchedulingStrategy(cluster.head.node_id, soft=False)
-    classes = [ray_p2p.Directory, *(() if ADMISSION_RESTARTABLE else (ray_p2p.AdmissionActor,))]
-    with ExitStack() as stack:
-        for cls in classes:
-            options = cls.options
-
-            def pinned(*args: Any, _options: Any = options, **kwargs: Any) -> Any:
-                return _options(*args, **{**kwargs, "scheduling_strategy": strategy})
-
-            stack.enter_context(mock.patch.object(cls, "options", pinned))
-        yield
 
 
 @contextmanager
