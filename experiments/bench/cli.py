@@ -14,21 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from experiments.bench import portable as _portable
 from matrix.cli import add_server_flags, csv_ints, start_server
 from matrix.llm.backends import BACKENDS, Server
 
 DEFAULT_CONCURRENCY = {"vllm-cpu": "1,8,32"}
-
-
-def _portable(value: Any) -> Any:
-    """Paths of this machine made relative (to the checkout) or home-relative, for committed results."""
-    if isinstance(value, str):
-        return value.replace(str(Path.cwd()) + "/", "").replace(str(Path.home()), "~")
-    if isinstance(value, dict):
-        return {k: _portable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_portable(v) for v in value]
-    return value
 
 
 def _api_key(server: Server) -> str | None:

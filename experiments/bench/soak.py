@@ -278,7 +278,7 @@ def format_soak(doc: dict[str, Any]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """`matrix bench soak`."""
-    from experiments.bench.cli import _portable
+    from experiments.bench import portable as _portable
 
     out = args.out or Path("results/bench/soak.json")
     targets = chaos.parse_targets(args.targets, nodes=args.nodes)  # one line, before anything starts
