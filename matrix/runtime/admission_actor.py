@@ -43,13 +43,14 @@ from matrix.admission import Admission, Key, Lease
 from matrix.message import Message
 from matrix.payload import Offloaded, PayloadLost, iter_handles
 from matrix.runtime.config import RunConfig
-from matrix.runtime.directory import Sender, Watchable
+from matrix.runtime.directory import ACTOR_GONE, Sender, Watchable
 from matrix.runtime.payload_owners import PayloadOwner, store_for
 from matrix.runtime.report import write_json
 from matrix.sources import read_rows
 from matrix.workflow import get_workflow
 
 STATE_EVERY = 0.5  # seconds between writes of the state file a restarted incarnation starts from
+SETTLE_SECONDS = 0.25  # after a death, before its census
 STALL_SECONDS = 20.0  # no task ended for this long while some are in flight: take a census
 COUNTERS = ("admitted", "skipped_done", "bad_rows", "replayed", "resumed", "resumed_hops", "gave_up", "stale_losses")
 
@@ -76,6 +77,36 @@ def _inline(value: Any, values: dict[tuple[str, int, int], Any]) -> Any:
     if isinstance(value, list):
         return [_inline(v, values) for v in value]
     return value
+
+
+def held_from_census(
+    answers: list[list[Any]], died_at: dict[str, float], *, now: float, watching_since: float
+) -> dict[Key, int]:
+    """Which tasks are somewhere, from the agents' census answers: (key, attempt, peer, seconds ago, hops).
+
+    A task an agent holds (peer "") is held. Otherwise its latest hand-off decides, the one with the most
+    hops for that attempt (a task moves on, so each actor's record of it is older than the next one's):
+    if that peer died after (or about when) it got the task, or before `watching_since` when a death
+    could go unseen, the task is lost; if not, it is in transit to a live peer and held. An earlier
+    hand-off to a live peer says nothing once a later one exists: that peer has passed the task on.
+    """
+    held: dict[Key, int] = {}
+    latest: dict[tuple[Key, int], tuple[int, bool]] = {}  # (task, attempt) -> (hops, its peer still has it)
+    for answer in answers:
+        for k, attempt, peer, ago, *rest in answer:
+            key, attempt = (k[0], k[1]), int(attempt)
+            if not peer:
+                held[key] = max(held.get(key, 0), attempt)
+                continue
+            hops = int(rest[0]) if rest else 0
+            gone = died_at.get(peer, 0.0) >= now - ago - 1.0 or now - ago < watching_since + 1.0
+            seen = latest.get((key, attempt))
+            if seen is None or hops > seen[0] or (hops == seen[0] and not gone):
+                latest[(key, attempt)] = (hops, not gone)
+    for (key, attempt), (_, there) in latest.items():
+        if there:
+            held[key] = max(held.get(key, 0), attempt)
+    return held
 
 
 def restarted_actor() -> bool:
@@ -105,6 +136,7 @@ class AdmissionActor(Watchable, PayloadOwner):
         self._sending: set[asyncio.Task[None]] = set()
         self.census_count = 0
         self.died_at: dict[str, float] = {}  # actor name -> when its death was seen
+        self.down: set[str] = set()  # died, and not answering yet
         self.deaths = 0
         self.events: list[dict[str, Any]] = []
         self.stop_requested = False
@@ -362,24 +394,20 @@ class AdmissionActor(Watchable, PayloadOwner):
     async def _held_attempts(self) -> dict[Key, int]:
         """Every task some live agent holds, or handed on a moment ago to a peer that has not died since,
         with its highest attempt."""
-        handles = self.sender.agent_handles
+        # An agent that died and has not answered since holds nothing: asking it would only wait for
+        # the call to fail (half a second or more).
+        handles = [(n, h) for n, h in self.sender.agent_handles if n not in self.down]
         answers = await asyncio.gather(
             *(asyncio.wait_for(h.census.remote(), timeout=30) for _, h in handles), return_exceptions=True
         )
         now = time.time()
-        held: dict[Key, int] = {}
+        ok: list[Any] = []
         for (name, _), answer in zip(handles, answers, strict=True):
             if isinstance(answer, BaseException):
                 self.events.append({"t": now, "event": "census: actor unavailable", "actor": name})
                 continue  # a restarting actor holds nothing
-            for k, attempt, peer, ago in answer:
-                if peer and (self.died_at.get(peer, 0.0) >= now - ago - 1.0 or now - ago < self.started_at + 1.0):
-                    # Handed to an actor that died after (or about when) it got it, or before this
-                    # incarnation was watching: a death then went unseen.
-                    continue
-                key = (k[0], k[1])
-                held[key] = max(held.get(key, 0), int(attempt))
-        return held
+            ok.append(answer)
+        return held_from_census(ok, self.died_at, now=now, watching_since=self.started_at)
 
     async def _monitor(self) -> None:
         """Watch every agent actor and the sink; census after a death; replay expired leases."""
@@ -410,10 +438,13 @@ class AdmissionActor(Watchable, PayloadOwner):
                     futures[name].exception()  # a RayActorError: the actor died
                 self.deaths += 1
                 self.died_at[name] = time.time()
+                self.down.add(name)
                 self.events.append({"t": time.time(), "event": "actor died", "actor": name})
-                futures[name] = asyncio.ensure_future(watched[name].watch.remote())
+                futures[name] = asyncio.ensure_future(self._watch_again(name, watched[name]))
             if dead:
-                await asyncio.sleep(0.5)  # let in-flight acknowledgements settle
+                # Let messages the dead actor sent just before it died land (a call on one host or rack
+                # arrives in milliseconds): one still on its way would be replayed, and run twice.
+                await asyncio.sleep(SETTLE_SECONDS)
                 await self._census(sink_died=any(n.startswith("sink-") for n in dead))
             await self._replay_expired()
             assert self.admission is not None
@@ -427,6 +458,18 @@ class AdmissionActor(Watchable, PayloadOwner):
             if time.monotonic() - last_state >= STATE_EVERY:
                 last_state = time.monotonic()
                 self._write_state()
+
+    async def _watch_again(self, name: str, handle: Any) -> None:
+        """Watch `name` again once its next incarnation answers (a watch made while it restarts would fail
+        at once and count one death twice); until then it is down, and a census does not ask it."""
+        while True:
+            try:
+                await handle.ping.remote()
+                break
+            except ACTOR_GONE:
+                await asyncio.sleep(0.1)
+        self.down.discard(name)
+        await handle.watch.remote()
 
     async def _census(self, *, sink_died: bool) -> None:
         assert self.admission is not None

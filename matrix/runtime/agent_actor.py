@@ -4,7 +4,8 @@ A message comes in (`receive_batch`), becomes an asyncio task that runs the role
 for a live peer of the next role the workflow names, or for its partition's sink when the workflow
 is done. The actor holds the task from arrival until a peer or the sink acknowledged it, and for a
 few seconds after names it with the peer it went to (`census`): a census asks the actors one after
-another, and a task moving between two of them is then still seen, unless that peer has died since.
+another, and a task moving between two of them is then still seen, unless that peer has died since
+or a later hand-off of the task (more hops) shows where it went next.
 A task that cannot go on (a payload's owner died, no peer took it, an internal error) is reported to
 admission, which replays it.
 
@@ -40,6 +41,10 @@ from matrix.runtime.payload_owners import PayloadOwner, store_for
 from matrix.workflow import get_workflow
 
 RECENT_SECONDS = 5.0  # how long a task handed on is still named in a census
+# Checkpoints leave for admission in one call per this many seconds at most: at ~1 checkpoint per hop
+# the per-call cost, not the bytes, is what they add to a fault-free run; a death loses at most this
+# much of its actor's latest checkpoints (their tasks then replay from an earlier one).
+CHECKPOINT_LINGER = 0.1
 
 
 @ray.remote(num_cpus=0)
@@ -56,11 +61,12 @@ class AgentActor(Watchable, PayloadOwner):
         self.metrics = Metrics()
         self.holding: dict[Key, int] = defaultdict(int)
         self.attempts: dict[Key, int] = {}  # the highest attempt among the copies held
-        self.recent: dict[Key, tuple[float, int, str]] = {}  # handed on a moment ago: (when, attempt, to whom)
+        # handed on a moment ago: (when, attempt, to whom, hops the message had then)
+        self.recent: dict[Key, tuple[float, int, str, int]] = {}
+        self._prune_at = 1024
         self.checkpoints = cfg.checkpoints
         self.checkpoint_every = cfg.checkpoint_every
         self._ck_boxes: dict[int, Outbox] = {}
-        self._ck_tasks: set[asyncio.Task[Any]] = set()
         self.checkpoints_sent = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self._setup_lock: asyncio.Lock | None = None
@@ -153,7 +159,7 @@ class AgentActor(Watchable, PayloadOwner):
                     self.metrics.inc("undeliverable", nxt)
                     await self._report_lost(msg, f"no live peer of role {nxt!r} took it")
                     return
-            self.recent[msg.key] = (time.monotonic(), msg.attempt, peer or "")
+            self._remember(msg.key, msg.attempt, peer or "", len(msg.hops))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -184,33 +190,35 @@ class AgentActor(Watchable, PayloadOwner):
             async def send(batch: list[Any]) -> None:
                 await adm.checkpoint_batch.remote(batch)
 
-            box = self._ck_boxes[partition] = Outbox(send, max_batch=1024, max_in_flight=1)
-        task = asyncio.create_task(box.put(item))
-        self._ck_tasks.add(task)
-        task.add_done_callback(self._ck_sent)
+            box = self._ck_boxes[partition] = Outbox(send, max_batch=1024, max_in_flight=1, linger=CHECKPOINT_LINGER)
+        box.post(item)  # a checkpoint that does not arrive only makes a replay start earlier
         self.checkpoints_sent += 1
 
-    def _ck_sent(self, task: asyncio.Task[Any]) -> None:
-        self._ck_tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # a checkpoint that did not arrive only makes a replay start earlier
+    def _remember(self, key: Key, attempt: int, peer: str, hops: int) -> None:
+        """Record a hand-off for the census; forget old ones as they pile up (a run without deaths takes
+        no census, which would otherwise be what prunes them)."""
+        self.recent[key] = (time.monotonic(), attempt, peer, hops)
+        if len(self.recent) >= self._prune_at:
+            self._prune_recent()
+            self._prune_at = 2 * len(self.recent) + 1024
 
     def _prune_recent(self) -> None:
         cut = time.monotonic() - RECENT_SECONDS
-        for key in [k for k, (t, _, _) in self.recent.items() if t < cut]:
+        for key in [k for k, (t, *_) in self.recent.items() if t < cut]:
             del self.recent[key]
 
     def held(self) -> list[Key]:
         """Tasks this actor holds now."""
         return list(self.holding)
 
-    def census(self) -> list[tuple[Key, int, str, float]]:
+    def census(self) -> list[tuple[Key, int, str, float, int]]:
         """Each task held here (peer "") or handed on in the last few seconds (the peer's name), with its
-        attempt and how many seconds ago it left."""
+        attempt, how many seconds ago it left and how many hops it had then (which of several actors'
+        hand-offs of a task is the latest)."""
         self._prune_recent()
         now = time.monotonic()
-        out = [(k, a, "", 0.0) for k, a in self.attempts.items()]
-        out += [(k, a, peer, now - t) for k, (t, a, peer) in self.recent.items() if k not in self.attempts]
+        out = [(k, a, "", 0.0, 0) for k, a in self.attempts.items()]
+        out += [(k, a, peer, now - t, hops) for k, (t, a, peer, hops) in self.recent.items() if k not in self.attempts]
         return out
 
     def load(self) -> int:
@@ -224,6 +232,8 @@ class AgentActor(Watchable, PayloadOwner):
         snap["llm_calls"] = process_stats().to_dict()  # this actor's process: counted since it (re)started
         snap["pid"] = os.getpid()
         snap["checkpoints_sent"] = self.checkpoints_sent
+        snap["checkpoints_not_delivered"] = sum(b.failed for b in self._ck_boxes.values())
+        snap["peer_deaths_seen"] = self.sender.deaths_seen
         return snap
 
     async def shutdown(self) -> None:

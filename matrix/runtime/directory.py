@@ -2,7 +2,9 @@
 
 The driver registers every actor's handle in one named `Directory` actor. Each actor's `Sender`
 reads it once (again after a restart) and from then on picks peers, batches messages to them and
-waits out a peer's death or restart. `Watchable` is the liveness probe every actor offers.
+waits out a peer's death or restart. `Watchable` is the liveness probe every actor offers: a sender
+keeps a `watch` call pending on each peer it talks to, so a death is seen when Ray reports it, not
+when the next message to that peer fails, and what was queued for the dead peer goes elsewhere at once.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayError
 
 from matrix.message import Message
 from matrix.outbox import Outbox
@@ -25,6 +27,11 @@ with contextlib.suppress(ImportError):
     from ray.exceptions import ActorUnavailableError
 
     ACTOR_GONE = (RayActorError, ActorUnavailableError)
+
+
+class PeerDown(Exception):
+    """The peer's watch failed (its actor died): the item was queued for it and never sent."""
+
 
 DELIVERY_DEADLINE = 120.0  # seconds a sender keeps trying to hand a message to some peer of a role
 PROBE_CAP = 30.0  # a dead peer is left out this long at most; a probe brings it back when it answers
@@ -64,6 +71,7 @@ class Sender:
         self._boxes: dict[str, Outbox] = {}
         self._probing: set[str] = set()
         self._probes: set[asyncio.Task[None]] = set()
+        self.deaths_seen = 0  # peer deaths this sender's watches saw
 
     async def load(self) -> None:
         if self._loaded.is_set():
@@ -106,7 +114,7 @@ class Sender:
             peer.sending += 1
             try:
                 load = await self._outbox(peer).put((msg, sent))
-            except ACTOR_GONE:
+            except (*ACTOR_GONE, PeerDown):
                 self._down(peer)
                 if time.monotonic() > deadline:
                     return None
@@ -155,7 +163,34 @@ class Sender:
                 return int(await handle.receive_batch.remote(batch))
 
             box = self._boxes[peer.name] = Outbox(send)
+            self._watch(peer)
         return box
+
+    def _watch(self, peer: Peer) -> None:
+        """Keep a `watch` call pending on `peer`: when it fails the peer died, so leave it out (a probe
+        brings it back) and send what was queued for it, or is in a call to it, to another peer now: a
+        call to an actor that just died takes about a second more to fail. (Should such a call still
+        reach the restarted actor, the task runs twice and the sink keeps one row.)"""
+
+        async def watch() -> None:
+            while True:
+                try:
+                    await peer.handle.watch.remote()
+                    return  # the peer ended the watch itself (it shuts down)
+                except ACTOR_GONE:
+                    self.deaths_seen += 1
+                    self._down(peer)
+                    box = self._boxes.get(peer.name)
+                    if box is not None:
+                        box.fail_queued(PeerDown(peer.name), in_call=True)
+                    while peer.name in self._probing:  # watch the next incarnation once it answers
+                        await asyncio.sleep(0.1)
+                except RayError:
+                    return
+
+        task = asyncio.create_task(watch())
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
 
     async def to_sink(self, partition: int, msg: Message) -> None:
         """Hand a finished message to its partition's sink (batched), waiting out a sink restart."""

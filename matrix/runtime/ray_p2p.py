@@ -129,11 +129,14 @@ class RayRun:
         self._cfg_ref: Any = cfg if len(ray.cloudpickle.dumps(cfg)) <= INLINE_CONFIG_BYTES else ray.put(cfg)
         self.agents: dict[str, list[tuple[str, Any]]] = {}
         spread = {"scheduling_strategy": "SPREAD"} if cfg.placement == "spread" else {}
+        # Each sender keeps a `watch` call pending on every peer it talks to, and admission one on every
+        # agent: slots beyond the role's own, so that watches never crowd out deliveries.
+        watchers = sum(len(names) for names in actor_names(cfg).values()) + cfg.num_partitions
         for spec in cfg.roles:
             opts: dict[str, Any] = {
                 "max_restarts": -1,
                 "max_task_retries": 0,
-                "max_concurrency": max(spec.max_concurrency, 100) + 10,
+                "max_concurrency": max(spec.max_concurrency, 100) + 10 + watchers,
                 "num_cpus": float(spec.resources.get("num_cpus", 0)),
                 **spread,
             }

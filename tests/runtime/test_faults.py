@@ -171,3 +171,33 @@ def test_a_replay_starts_from_the_last_hop_and_keeps_the_offloaded_turns(tmp_pat
     assert resumed, "no replayed row kept its first hop"
     assert all(len(r["turns"][0]["content"]) > 2000 and r["turns"][1]["role"] == "b" for r in resumed)
     assert m["checkpoints"]["enabled"] and m["checkpoints"]["received"] >= n
+
+
+def test_senders_see_a_peer_die_through_their_watch_and_lose_nothing(tmp_path: Path) -> None:
+    """Each sender keeps a `watch` pending on the peers it talks to: a peer killed with SIGKILL is seen
+    dead by its senders (not only by admission), and the run's output stays exactly-once."""
+    import ray
+
+    cfg = echo_config(tmp_path, 400)
+    for row in cfg.source:  # type: ignore[union-attr]
+        row["sleep"] = {"a": 0.01, "b": 0.3}
+    run = RayRun(cfg)
+    _, b0 = run.agents["b"][0]
+    senders = [h for _, h in run.agents["a"]]
+
+    def seen() -> int:
+        total = 0
+        for h in senders:
+            with contextlib.suppress(ray.exceptions.RayError):
+                total += int(ray.get(h.stats.remote(), timeout=10)["peer_deaths_seen"])
+        return total
+
+    def kill() -> None:
+        wait_for(lambda: finished(run) >= 40, "40 rows")
+        assert seen() == 0
+        os.kill(ray.get(b0.__ray_call__.remote(lambda self: os.getpid()), timeout=30), signal.SIGKILL)
+        wait_for(lambda: seen() >= 1, "a sender of role a to see b-0 die")
+
+    run_killing(run, kill)
+    counts, _ = output_keys(cfg)
+    assert len(counts) == 400 and set(counts.values()) == {1}
