@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from matrix.ray_init import node_env
 from slurm.settings import SlurmConfigError, SlurmSettings, preflight, scheduler_of, slurm_settings
 
 RENDEZVOUS = "rendezvous.json"
@@ -113,8 +114,9 @@ def _write_token(cluster_dir: Path) -> None:
 
 def _ray_env(cluster_dir: Path) -> dict[str, str]:
     """The jobs' environment for `ray start`: the cluster's token, and multi-node on (a driver shell may
-    have turned it off for local runs, see matrix.runtime.ray_p2p.local_only)."""
-    return {**os.environ, **auth_env(cluster_dir), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+    have turned it off for local runs, see matrix.runtime.ray_p2p.local_only), and the runtime's Ray settings
+    (`matrix.ray_init.node_env`)."""
+    return {**os.environ, **node_env(), **auth_env(cluster_dir), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
 
 
 def _ray_start_args(spec: RaySpec, ip: str) -> list[str]:

@@ -46,3 +46,16 @@ def test_the_driver_module_still_offers_both_helpers() -> None:
 
     assert ray_p2p.ensure_ray is matrix.ray_init.ensure_ray
     assert ray_p2p.local_only is matrix.ray_init.local_only
+
+
+def test_local_only_gives_the_node_its_ray_settings_and_keeps_the_users() -> None:
+    code = (
+        "import json, os, matrix.ray_init as r; r.local_only(); "
+        "print(json.dumps({k: os.environ[k] for k in r.NODE_ENV}))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_t")}
+    env["RAY_task_events_max_num_task_in_gcs"] = "500"  # the user's value wins
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.splitlines()[-1])
+    assert got == {"RAY_timeout_ms_task_wait_for_death_info": "100", "RAY_task_events_max_num_task_in_gcs": "500"}

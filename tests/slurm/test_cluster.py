@@ -58,3 +58,15 @@ def test_token_file_is_private(tmp_path: Path) -> None:
     token = tmp_path / cluster.TOKEN
     assert len(token.read_text()) == 64 and stat.S_IMODE(token.stat().st_mode) == 0o600
     assert cluster.auth_env(tmp_path) == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
+def test_ray_start_gets_the_runtimes_node_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matrix.ray_init import NODE_ENV
+
+    monkeypatch.delenv("RAY_timeout_ms_task_wait_for_death_info", raising=False)
+    monkeypatch.setenv("RAY_task_events_max_num_task_in_gcs", "777")
+    cluster._write_token(tmp_path)
+    env = cluster._ray_env(tmp_path)
+    assert env["RAY_timeout_ms_task_wait_for_death_info"] == NODE_ENV["RAY_timeout_ms_task_wait_for_death_info"]
+    assert env["RAY_task_events_max_num_task_in_gcs"] == "777"  # a cluster's own setting is kept
+    assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"
