@@ -142,6 +142,7 @@ def cmd_bench_chaos(args: argparse.Namespace) -> int:
             run_id=args.run_id,
             on_point=lambda d: write_json(out, _portable(d)),
             checkpoint_overhead=args.checkpoint_overhead,
+            repeats=args.repeats,
         )
     except (chaos.RunStalled, ClusterError) as exc:  # a fault the run did not survive: the reason, no hang
         print(f"matrix bench chaos: {exc} (rows so far stay in {args.run_root}/coral/matrix/)", file=sys.stderr)
@@ -297,6 +298,12 @@ def register_cli(sub: Any) -> None:
         "--checkpoint-overhead",
         action="store_true",
         help="first a fault-free run with checkpoints off: their fault-free cost beside what they save",
+    )
+    c.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of the runs, interleaved; figures judged on the medians over rounds (default 1)",
     )
     c.set_defaults(func=cmd_bench_chaos)
 

@@ -92,3 +92,36 @@ def test_a_run_with_agents_a_sink_and_a_replica_killed_loses_and_duplicates_noth
     assert metrics["simulated"] is True
     table = chaos.format_table(doc)
     assert "SIMULATED" in table and "lost trajectories" in table and "4080 of 200k" in table
+
+
+def summary(tps: float, lost: int = 0) -> dict[str, object]:
+    return {"tokens_per_second": tps, "measured_seconds": 1000.0 / tps, "wall_seconds": 100.0 / tps,
+            "lost": lost, "duplicate_rows": 0, "failed_rows": 0}  # fmt: skip
+
+
+def test_rounds_are_judged_on_their_medians_and_each_rounds_losses_count() -> None:
+    assert chaos._median([3.0, None, 1.0, 2.0]) == 2.0 and chaos._median([1.0, 4.0]) == 2.5
+    assert chaos._median([None]) is None
+    rounds = []
+    for plain, free, faulty in [(100.0, 98.0, 90.0), (100.0, 95.0, 80.0), (100.0, 99.0, 95.0)]:
+        one = {
+            "fault_free_no_checkpoints": summary(plain), "fault_free": summary(free), "faulty": summary(faulty),
+            "fault_injection": {"kills": 12}, "run_dirs": {"faulty": "x"},
+        }  # fmt: skip
+        one["comparison"] = chaos._comparison(one, [], [])
+        rounds.append(one)
+    c = rounds[1]["comparison"]
+    assert c["loss_percent"] == pytest.approx(100 * 15 / 95) and c["checkpoint_overhead_percent"] == pytest.approx(5.0)
+    assert c["loss_vs_no_checkpoints_percent"] == pytest.approx(20.0)
+    figures = [chaos._round_figures(i + 1, o) for i, o in enumerate(rounds)]
+    assert [f["round"] for f in figures] == [1, 2, 3] and figures[2]["faulty_tokens_per_second"] == 95.0
+    assert chaos._median([f["checkpoint_overhead_percent"] for f in figures]) == pytest.approx(2.0)
+    doc = {**rounds[0], "rounds": figures}
+    doc["faulty"] = {**doc["faulty"], "unexpected_rows": 0}
+    doc["fault_free"] = {**doc["fault_free"], "unexpected_rows": 0}
+    doc["fault_free_no_checkpoints"] = {**doc["fault_free_no_checkpoints"], "unexpected_rows": 0}
+    assert chaos.ok(doc)
+    figures[2]["lost"] = 1  # a round not shown in full still counts
+    assert not chaos.ok(doc)
+    with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
+        chaos.run_chaos(tasks=10, repeats=0)
