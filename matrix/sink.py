@@ -45,29 +45,45 @@ def repair_and_load_ledger(path: Path) -> tuple[set[Key], int]:
 
     Returns the keys and the number of bytes cut off. A line in the middle of the file that does
     not parse is an error (the file was edited by hand or corrupted) and is reported with its number.
+    The file is read a line at a time: a restarted sink of a long run must not hold it whole.
     """
     keys: set[Key] = set()
     if not path.exists():
         return keys, 0
+    cut = cut_torn_tail(path)
     with open(path, "rb") as fh:
-        data = fh.read()
-    cut = 0
-    if data and not data.endswith(b"\n"):
-        last_nl = data.rfind(b"\n")
-        keep = last_nl + 1
-        cut = len(data) - keep
-        with open(path, "r+b") as fh:
-            fh.truncate(keep)
-        data = data[:keep]
-    for line_no, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-            keys.add((str(row["task_id"]), int(row.get("trial", 0))))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}:{line_no}: existing output line is not a task row ({exc})") from exc
+        for line_no, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+                keys.add((str(row["task_id"]), int(row.get("trial", 0))))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{line_no}: existing output line is not a task row ({exc})") from exc
     return keys, cut
+
+
+def cut_torn_tail(path: Path, block: int = 1 << 16) -> int:
+    """Truncate `path` after its last newline (a row cut off by a crash); returns the bytes cut. Reads
+    backwards from the end, a block at a time."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "r+b") as fh:
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return 0
+        pos = size
+        while pos > 0:
+            start = max(0, pos - block)
+            fh.seek(start)
+            i = fh.read(pos - start).rfind(b"\n")
+            if i >= 0:
+                fh.truncate(start + i + 1)
+                return size - (start + i + 1)
+            pos = start
+        fh.truncate(0)
+        return size
 
 
 LOCK_WAIT_SECONDS = 120.0
@@ -188,24 +204,24 @@ class SinkWriter:
         predecessor's rows as resumed from an earlier run; given where this run began, it carries
         on the predecessor's counts instead (latencies included, from the rows' timestamps).
         """
+        taken = 0
         with open(self.path, "rb") as fh:
             fh.seek(offset)
-            data = fh.read()
-        taken = 0
-        for raw in data.splitlines():
-            if not raw.strip():
-                continue
-            row = json.loads(raw)
-            self.this_run.add((str(row["task_id"]), int(row.get("trial", 0))))
-            usage: dict[str, list[int]] = {}
-            for turn in row.get("turns") or []:
-                u = turn.get("usage") or {}
-                acc = usage.setdefault(str(turn.get("role")), [0, 0])
-                acc[0] += int(u.get("prompt_tokens") or 0)
-                acc[1] += int(u.get("completion_tokens") or 0)
-            latency = float(row.get("finished") or 0.0) - float(row.get("created") or 0.0)
-            self._count(str(row.get("status")), row.get("error"), [(r, p, c) for r, (p, c) in usage.items()], latency)
-            taken += 1
+            for raw in fh:  # a line at a time: the file of a long run is large
+                if not raw.strip():
+                    continue
+                row = json.loads(raw)
+                self.this_run.add((str(row["task_id"]), int(row.get("trial", 0))))
+                usage: dict[str, list[int]] = {}
+                for turn in row.get("turns") or []:
+                    u = turn.get("usage") or {}
+                    acc = usage.setdefault(str(turn.get("role")), [0, 0])
+                    acc[0] += int(u.get("prompt_tokens") or 0)
+                    acc[1] += int(u.get("completion_tokens") or 0)
+                latency = float(row.get("finished") or 0.0) - float(row.get("created") or 0.0)
+                counts = [(r, p, c) for r, (p, c) in usage.items()]
+                self._count(str(row.get("status")), row.get("error"), counts, latency)
+                taken += 1
         self.stats.resumed = max(0, self.stats.resumed - taken)
 
     def flush(self) -> None:

@@ -44,3 +44,17 @@ def test_a_restarted_writer_counts_this_runs_rows_as_its_own_not_as_resumed(tmp_
     second.accept(finished("c", 5))
     assert second.stats.finished == 2 and second.stats.completion_tokens == 35
     second.close()
+
+
+def test_a_torn_tail_is_cut_reading_backwards_a_block_at_a_time(tmp_path: Path) -> None:
+    from matrix.sink import cut_torn_tail, repair_and_load_ledger
+
+    path = tmp_path / "output.jsonl"
+    rows = b'{"task_id": "a", "trial": 0}\n{"task_id": "b", "trial": 1}\n'
+    path.write_bytes(rows + b'{"task_id": "c", "tri')
+    assert cut_torn_tail(path, block=4) == 21 and path.read_bytes() == rows  # the tail spans six blocks
+    assert cut_torn_tail(path, block=4) == 0
+    path.write_bytes(b'{"task_id": "only a torn one')
+    assert cut_torn_tail(path, block=8) == 28 and path.read_bytes() == b""
+    path.write_bytes(rows + b'{"task_id": "c"')
+    assert repair_and_load_ledger(path) == ({("a", 0), ("b", 1)}, 15)
