@@ -496,17 +496,21 @@ class AdmissionActor(Watchable, PayloadOwner):
                     self.credit(key)
                 self.credited.pop(key, None)
                 self.durable_early.discard(key)
-        replayed = 0
+        # The replays go out together: each one that starts over waits for its first peer's answer,
+        # and one after another they held the last of a death's tasks back by up to a second.
+        again: list[Any] = []
+        readmitted: set[Key] = set()
         for key in unflushed:
             # A credit or a durable report may have come in while the sink was asked: look again.
             lost_row = self.credited.pop(key, None) if key not in known else None
             if lost_row is not None:
-                await self.admission.readmit(lost_row, "sink died before flush")
-                replayed += 1
-        for key in leased:
-            # `replay` passes over a task credited in the meantime (its row reached the sink).
-            if key not in known and await self.admission.replay(key, "actor died"):
-                replayed += 1
+                again.append(self.admission.readmit(lost_row, "sink died before flush"))
+                readmitted.add(key)  # its lease is leased too: one run again, not two
+        # `replay` passes over a task credited in the meantime (its row reached the sink).
+        again += [
+            self.admission.replay(key, "actor died") for key in leased if key not in known and key not in readmitted
+        ]
+        replayed = sum(1 for ok in await asyncio.gather(*again) if ok is not False)
         self.events.append({"t": time.time(), "event": "census", "replayed": replayed})
         self._write_state()
 
