@@ -62,7 +62,7 @@ def test_a_run_with_agents_a_sink_and_a_replica_killed_loses_and_duplicates_noth
     local_ray: None, tmp_path: Path
 ) -> None:
     doc = chaos.run_chaos(
-        tasks=240,
+        tasks=400,
         interval=1.5,
         targets=("agent", "sink", "model"),
         concurrency=60,
@@ -77,17 +77,17 @@ def test_a_run_with_agents_a_sink_and_a_replica_killed_loses_and_duplicates_noth
     )
     assert chaos.ok(doc), json.dumps({k: doc[k] for k in ("fault_free", "faulty")}, indent=1)[:4000]
     inj = doc["fault_injection"]
-    assert inj["kills"] >= 3, inj  # the run lasted long enough for several kills
+    assert inj["kills"] >= 3, inj  # the run lasted long enough for several kills (400 tasks: ~6 s with kills)
     assert inj["not_restarted"] == 0 and inj["restarts"] == inj["kills"]
     for r in ("fault_free", "faulty"):
-        assert doc[r]["rows"] == doc[r]["tasks"] == 240
+        assert doc[r]["rows"] == doc[r]["tasks"] == 400
     # the same seeds give the same conversations, faults or not
     assert doc["comparison"]["trajectories_differing"] == 0
     assert doc["comparison"]["throughput_change_percent"] is not None
     # the faulty run's own metrics: a restarted sink carried on its predecessor's counts
     faulty_dir = tmp_path / "coral" / "matrix" / "chaos-test"
     metrics = json.loads((faulty_dir / "metrics.json").read_text())
-    assert metrics["tasks_finished"] == 240 and metrics["tasks_resumed"] == 0 and metrics["tasks_lost"] == 0
+    assert metrics["tasks_finished"] == 400 and metrics["tasks_resumed"] == 0 and metrics["tasks_lost"] == 0
     assert metrics["chaos"]["lost"] == 0 and metrics["chaos"]["duplicate_rows"] == 0
     assert metrics["simulated"] is True
     table = chaos.format_table(doc)
