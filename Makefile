@@ -80,10 +80,11 @@ CHAOS_REPEATS ?= 3
 CHAOS_INTERVAL ?= 5
 CHAOS_TARGETS ?= agent
 # Node kills need worker nodes beside the head (a local cluster on 127.0.0.1), e.g.
-#   make bench-chaos CHAOS_TARGETS=node CHAOS_NODES=2 CHAOS_INTERVAL=10
+#   make bench-chaos CHAOS_TARGETS=node CHAOS_NODES=2 CHAOS_INTERVAL=10 CHAOS_OUT=results/bench/chaos_node.json
 CHAOS_NODES ?= 0
+CHAOS_OUT ?= results/bench/chaos.json
 bench-chaos: setup
-	$(VENV)/bin/matrix bench chaos --tasks $(CHAOS_TASKS) --interval $(CHAOS_INTERVAL) --targets $(CHAOS_TARGETS) --nodes $(CHAOS_NODES) --checkpoint-overhead --repeats $(CHAOS_REPEATS)
+	$(VENV)/bin/matrix bench chaos --tasks $(CHAOS_TASKS) --interval $(CHAOS_INTERVAL) --targets $(CHAOS_TARGETS) --nodes $(CHAOS_NODES) --checkpoint-overhead --repeats $(CHAOS_REPEATS) --out $(CHAOS_OUT)
 	$(MAKE) tables
 
 # The soak (SIMULATED serving): 50,000 Coral tasks on a head and 2 worker nodes, an agent, a sink, a
