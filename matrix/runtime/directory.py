@@ -33,6 +33,8 @@ class PeerDown(Exception):
     """The peer's watch failed (its actor died): the item was queued for it and never sent."""
 
 
+GONE_OR_DOWN: tuple[type[Exception], ...] = (*ACTOR_GONE, PeerDown)
+
 DELIVERY_DEADLINE = 120.0  # seconds a sender keeps trying to hand a message to some peer of a role
 PROBE_CAP = 30.0  # a dead peer is left out this long at most; a probe brings it back when it answers
 
@@ -114,7 +116,7 @@ class Sender:
             peer.sending += 1
             try:
                 load = await self._outbox(peer).put((msg, sent))
-            except (*ACTOR_GONE, PeerDown):
+            except GONE_OR_DOWN:
                 self._down(peer)
                 if time.monotonic() > deadline:
                     return None
