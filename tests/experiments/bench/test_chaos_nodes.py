@@ -137,7 +137,10 @@ def test_killing_the_node_that_holds_the_sink_and_payload_owners_loses_nothing(n
             )  # fmt: skip
     assert "sink-0" in seen["on_victim"], seen
     assert len(seen["on_victim"]) >= 2, seen  # the sink and at least one agent
-    assert seen["payloads_owned"] > 0, seen  # ... which had offloaded payloads (the run's readers fetch from it)
+    # ... which had offloaded payloads (the run's readers fetch from it), when SPREAD put a role that calls
+    # the model there: once in CI only the matcher (no model call, no payload) shared the sink's node
+    if any(not n.startswith(("matcher-", "sink-", "admission-")) for n in seen["on_victim"]):
+        assert seen["payloads_owned"] > 0, seen
     assert 0 < seen["rows_at_kill"] < tasks, seen  # killed mid-run
     assert seen["dead_after"] is not None and seen["processes"] >= 3
     audit = chaos.audit_rows(chaos.iter_output_rows(run_dir.glob("output*.jsonl")), [(str(r["id"]), 0) for r in inputs])
