@@ -136,10 +136,11 @@ def test_killing_the_node_that_holds_the_sink_and_payload_owners_loses_nothing(n
                 watch=watch,
             )  # fmt: skip
     assert "sink-0" in seen["on_victim"], seen
-    assert len(seen["on_victim"]) >= 2, seen  # the sink and at least one agent
-    # ... which had offloaded payloads (the run's readers fetch from it), when SPREAD put a role that calls
-    # the model there: once in CI only the matcher (no model call, no payload) shared the sink's node
-    if any(not n.startswith(("matcher-", "sink-", "admission-")) for n in seen["on_victim"]):
+    # SPREAD decides what shares the sink's node: once in CI only the matcher (no model call, no payload)
+    # did. When a role that calls the model is there, it had offloaded payloads (the run's readers fetch
+    # from it) and held tasks in flight, which the kill took with it.
+    callers_on_victim = any(not n.startswith(("matcher-", "sink-", "admission-")) for n in seen["on_victim"])
+    if callers_on_victim:
         assert seen["payloads_owned"] > 0, seen
     assert 0 < seen["rows_at_kill"] < tasks, seen  # killed mid-run
     assert seen["dead_after"] is not None and seen["processes"] >= 3
@@ -147,6 +148,7 @@ def test_killing_the_node_that_holds_the_sink_and_payload_owners_loses_nothing(n
     detail = json.dumps({"seen": seen, "missing": audit.missing_examples, "errors": audit.errors_by_reason})
     assert (audit.lost, audit.duplicate_rows, audit.failed_rows, audit.unexpected_rows) == (0, 0, 0, 0), detail
     assert audit.rows == tasks
-    assert metrics["tasks_replayed"] >= 1, metrics.get("replay_reasons")  # the kill took tasks in flight with it
+    if callers_on_victim:
+        assert metrics["tasks_replayed"] >= 1, metrics.get("replay_reasons")
     # the deaths the admission actor saw (an admission that died with the node starts over from a new process)
     assert metrics["actor_deaths"] >= 1 or "admission-0" in seen["on_victim"], (metrics["actor_deaths"], seen)
