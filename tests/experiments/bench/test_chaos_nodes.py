@@ -137,10 +137,12 @@ def test_killing_the_node_that_holds_the_sink_and_payload_owners_loses_nothing(n
             )  # fmt: skip
     assert "sink-0" in seen["on_victim"], seen
     # SPREAD decides what shares the sink's node: once in CI only the matcher (no model call, no payload)
-    # did. When a role that calls the model is there, it had offloaded payloads (the run's readers fetch
-    # from it) and held tasks in flight, which the kill took with it.
-    callers_on_victim = any(not n.startswith(("matcher-", "sink-", "admission-")) for n in seen["on_victim"])
-    if callers_on_victim:
+    # did. A teacher or student there had offloaded payloads (their turns pass the 512-byte threshold; the
+    # extractor's short answers do not), and any role that calls the model held tasks in flight, which the
+    # kill took with it.
+    owners_on_victim = any(n.startswith(("teacher-", "student-")) for n in seen["on_victim"])
+    callers_on_victim = owners_on_victim or any(n.startswith("extractor-") for n in seen["on_victim"])
+    if owners_on_victim:
         assert seen["payloads_owned"] > 0, seen
     assert 0 < seen["rows_at_kill"] < tasks, seen  # killed mid-run
     assert seen["dead_after"] is not None and seen["processes"] >= 3
