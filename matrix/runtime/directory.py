@@ -30,7 +30,8 @@ with contextlib.suppress(ImportError):
 
 
 class PeerDown(Exception):
-    """The peer's watch failed (its actor died): the item was queued for it and never sent."""
+    """The peer's watch failed (its actor died): the item was queued for it, or in a call to it whose
+    answer is no longer waited for."""
 
 
 GONE_OR_DOWN: tuple[type[Exception], ...] = (*ACTOR_GONE, PeerDown)
