@@ -6,8 +6,10 @@
   run `ray start --address=... --block` with the node's GPUs and custom resources, and join again
   if the head comes back at a new address (a requeued head rewrites the file).
 - Both jobs are submitit `Checkpointable`s: on preemption or time-out submitit requeues them.
-- `down` writes a stop file, cancels both jobs and waits until Slurm has ended them; every Ray
-  process is a child of its job's step, so Slurm's TERM/KILL reaches it and nothing stays behind.
+- `down` writes a stop file, cancels both jobs and waits until Slurm has ended them. Each job stops its
+  `ray start` and then ends any process that start got going and that outlived it (a Ray agent can
+  outlive its raylet by a minute), found by a variable in its environment; Slurm's TERM/KILL covers
+  the rest.
 - `matrix run --cluster NAME ...` runs `experiments.run` as a driver attached to the cluster.
 
 The cluster's Slurm settings come from a Hydra `cluster` config (`experiments/conf/cluster/`) and are
@@ -162,15 +164,61 @@ def _relay(proc: subprocess.Popen[str], marker: str, seen: threading.Event) -> N
             seen.set()
 
 
+# Every process a `ray start` of this job starts (raylet, GCS, agents, workers) inherits this variable
+# with a value of its own per start: what `_stop_child` finds still running afterwards is ours to end.
+SPAWN_VAR = "MATRIX_RAY_SPAWN"
+_SPAWNED: dict[int, str] = {}  # pid of a `ray start` -> its SPAWN_VAR value
+
+
 def _spawn_ray(cmd: list[str], d: Path) -> tuple[subprocess.Popen[str], threading.Event]:
     """Run a `ray start ... --block` with the cluster's environment; the event is set once Ray says it is up."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_ray_env(d))
+    token = f"{os.getpid()}.{time.monotonic_ns()}"
+    env = {**_ray_env(d), SPAWN_VAR: token}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    _SPAWNED[proc.pid] = token
     up = threading.Event()
     threading.Thread(target=_relay, args=(proc, "Ray runtime started", up), daemon=True).start()
     return proc, up
 
 
+def processes_of_spawn(token: str) -> list[int]:
+    """Pids of the running processes whose environment carries `SPAWN_VAR=token` (this process excluded)."""
+    needle = f"{SPAWN_VAR}={token}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            ours = needle in (entry / "environ").read_bytes().split(b"\0")
+            if ours and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":  # a zombie is gone
+                found.append(int(entry.name))
+        except (OSError, IndexError):  # gone, or not ours to read
+            continue
+    return found
+
+
+def _reap(token: str, grace: float = 3.0) -> list[int]:
+    """End what a stopped `ray start` left behind. A Ray agent outlives its raylet by a few seconds at best,
+    and by a minute when the raylet was killed and the agent tries to report it to a GCS that is gone;
+    Slurm with proctrack/cgroup would end them with the job, other setups do not. Returns the pids that
+    needed a signal."""
+    signalled: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + grace
+        while (left := processes_of_spawn(token)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+                signalled.append(pid)
+    deadline = time.monotonic() + grace
+    while processes_of_spawn(token) and time.monotonic() < deadline:  # KILL takes a moment too
+        time.sleep(0.1)
+    return sorted(set(signalled))
+
+
 def _stop_child(proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    """Stop a `ray start --block` (TERM, then KILL after `timeout`) and whatever it started that outlives it."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -178,6 +226,9 @@ def _stop_child(proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    token = _SPAWNED.pop(proc.pid, None)
+    if token is not None and (late := _reap(token)):
+        print(f"ray: ended {len(late)} process(es) left behind by ray start (pids {late})", flush=True)
 
 
 def _checkpointable() -> type:
@@ -213,6 +264,7 @@ def start_head(d: Path, spec: RaySpec, *, attempts: int = 12) -> tuple[subproces
             time.sleep(0.5)
         if proc.poll() is None:
             break
+        _stop_child(proc)  # what the failed start got going
         if attempt == attempts:
             raise RuntimeError(
                 f"ray start --head exited with {proc.returncode} before the head was up, {attempts} times "
@@ -284,10 +336,10 @@ class RayHead(_checkpointable()):  # type: ignore[misc]
         try:
             while proc.poll() is None:
                 if (d / STOP).exists():
-                    _stop_child(proc)
                     break
                 time.sleep(1.0)
         finally:
+            _stop_child(proc)  # also ends what a head that exited on its own left behind
             stop_monitor(d, monitoring)
         _forget_current_cluster(info["address"])
         if not (d / STOP).exists():
@@ -343,6 +395,7 @@ class RayWorker(_checkpointable()):  # type: ignore[misc]
                     _stop_child(proc)
                     break
                 time.sleep(1.0)
+            _stop_child(proc)  # a node that ended on its own may leave agents behind
             if not up.is_set() and proc.returncode not in (0, None):
                 failures += 1
                 if failures >= 5:

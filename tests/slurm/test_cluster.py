@@ -70,3 +70,33 @@ def test_ray_start_gets_the_runtimes_node_settings(tmp_path: Path, monkeypatch: 
     assert env["RAY_timeout_ms_task_wait_for_death_info"] == NODE_ENV["RAY_timeout_ms_task_wait_for_death_info"]
     assert env["RAY_task_events_max_num_task_in_gcs"] == "777"  # a cluster's own setting is kept
     assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"
+
+
+# A stand-in for `ray start --block`: it starts a child in a session of its own that ignores SIGTERM and
+# outlives it (as a Ray agent does its raylet), says it is up, and waits to be stopped.
+_FAKE_RAY_START = """
+import subprocess, sys, time
+agent = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); open(READY, 'w').close(); time.sleep(600)"
+subprocess.Popen([sys.executable, "-c", agent], start_new_session=True)
+print("Ray runtime started", flush=True)
+time.sleep(600)
+"""
+
+
+def test_stopping_ray_start_ends_what_it_left_behind(tmp_path: Path) -> None:
+    import sys
+    import time
+
+    cluster._write_token(tmp_path)
+    ready = tmp_path / "agent-up"
+    proc, up = cluster._spawn_ray([sys.executable, "-c", _FAKE_RAY_START.replace("READY", repr(str(ready)))], tmp_path)
+    assert up.wait(30)
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    token = cluster._SPAWNED[proc.pid]
+    left = cluster.processes_of_spawn(token)
+    assert len(left) == 2 and proc.pid in left  # the start and its detached child, found by their environment
+    cluster._stop_child(proc, timeout=10)
+    assert proc.returncode is not None and cluster.processes_of_spawn(token) == []
+    assert proc.pid not in cluster._SPAWNED
