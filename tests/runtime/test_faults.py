@@ -142,7 +142,7 @@ def test_a_replay_starts_from_the_last_hop_and_keeps_the_offloaded_turns(tmp_pat
         # a's turn (2 kB) is offloaded, owned by the a actor; b is slow, so the b actor we kill holds
         # tasks whose first hop is done. Their replays go to b again with a's turn carried inline.
         roles=[RoleSpec("a", Echo), RoleSpec("b", Echo, num_instances=2)],
-        source=[{"id": i, "x": i, "pad": 2000, "sleep": {"a": 0.01, "b": 0.4}} for i in range(n)],
+        source=[{"id": i, "x": i, "pad": 2000, "sleep": {"a": 0.01, "b": 0.8}} for i in range(n)],
         run_dir=tmp_path / "run",
         max_concurrent_tasks=40,
         progress=False,
@@ -151,13 +151,22 @@ def test_a_replay_starts_from_the_last_hop_and_keeps_the_offloaded_turns(tmp_pat
     run = RayRun(cfg)
     held: list[Any] = []
 
-    def kill() -> None:
-        wait_for(lambda: finished(run) >= n // 4, f"{n // 4} rows")
-        counts = [ray.get(h.held.remote()) for _, h in run.agents["b"]]
+    victim: list[int] = []
+
+    def b_holds_tasks() -> bool:
+        """True once a b actor holds a few tasks (on a loaded host the first check may come late)."""
+        counts = [ray.get(h.held.remote(), timeout=30) for _, h in run.agents["b"]]
         i = max(range(2), key=lambda j: len(counts[j]))
-        held.extend(counts[i])
+        if len(counts[i]) < 3:
+            return False
+        victim[:], held[:] = [i], counts[i]
+        return True
+
+    def kill() -> None:
+        wait_for(lambda: finished(run) >= n // 8, f"{n // 8} rows")
+        wait_for(b_holds_tasks, "a b actor holding 3 tasks or more")
         # SIGKILL, as the OOM killer would: the steps it was running die with it.
-        os.kill(ray.get(run.agents["b"][i][1].stats.remote())["pid"], signal.SIGKILL)
+        os.kill(ray.get(run.agents["b"][victim[0]][1].stats.remote())["pid"], signal.SIGKILL)
 
     m = run_killing(run, kill)
     keys, rows = output_keys(cfg)
