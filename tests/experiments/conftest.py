@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
+
+from matrix.runtime import window
 
 CONF = Path(__file__).resolve().parents[2] / "experiments" / "conf"
 
@@ -24,3 +27,20 @@ def shared_pools() -> Iterator[Any]:
 
     yield SHARED
     SHARED.stop()
+
+
+def check_window(m: dict[str, Any]) -> None:
+    """The window of `matrix.runtime.window`: from every worker up to the last result, startup apart."""
+    system = m.get("system")
+    w = m.get("window")
+    assert w, f"{system} records no run window"
+    assert w["definition"] == window.DEFINITION, system
+    assert w["launched_at"] <= w["ready_at"] <= w["start_at"] <= w["ready_at"] + 1.0, (system, w)
+    assert m["startup_seconds"] == pytest.approx(w["ready_at"] - w["launched_at"], abs=0.05), system
+    assert m["wall_seconds"] == pytest.approx(w["end_at"] - w["start_at"], abs=0.05), system
+    lines = (Path(m["run_dir"]) / "output.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert rows, system
+    first, last = min(float(r["created"]) for r in rows), max(float(r["finished"]) for r in rows)
+    assert w["start_at"] - 0.05 <= first and last <= w["end_at"] + 0.05, (system, w, first, last)
+    assert w["end_at"] - last <= 3.0, (system, w, last)  # nothing long after the last result

@@ -6,9 +6,9 @@ What is compared is what each system actually uses. The system modules (`experim
 run with their launch stubbed, which captures the config each one builds for a job, and from that
 config come the objects each system's own code builds for its model calls: the P2P roles' clients
 after `setup`, the controller's client, a Ray Data pool actor, tau2's runner with its `_Spread`.
-A change to one side only fails here. The windows come from short real runs of both systems on
-the sim backend (slow); that the two sides send byte-identical requests is checked by the pair
-tests (`test_pairs.py`) and the case tests.
+A change to one side only fails here. The windows both systems time are checked on the real runs of
+the pair tests (`test_pairs.py`, `check_window` in conftest.py), which also check that the two sides
+send byte-identical requests; so do the case tests.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from matrix.admission import task_seed
 from matrix.agent import Agent
 from matrix.llm.backends.base import Pool
 from matrix.llm.client import LLMClient
-from matrix.runtime import window
 from matrix.runtime.config import RunConfig
 from matrix.sources import read_rows
 from tests.experiments.conftest import compose_cfg
@@ -322,66 +321,6 @@ def test_tau2_pair_retries_the_same_failures_and_empty_replies_the_same_number_o
 
 
 # ------------------------------------------------------------------------------------------ windows
-
-
-def check_window(m: dict[str, Any]) -> None:
-    """The window of `matrix.runtime.window`: from every worker up to the last result, startup apart."""
-    system = m.get("system")
-    w = m.get("window")
-    assert w, f"{system} records no run window"
-    assert w["definition"] == window.DEFINITION, system
-    assert w["launched_at"] <= w["ready_at"] <= w["start_at"] <= w["ready_at"] + 1.0, (system, w)
-    assert m["startup_seconds"] == pytest.approx(w["ready_at"] - w["launched_at"], abs=0.05), system
-    assert m["wall_seconds"] == pytest.approx(w["end_at"] - w["start_at"], abs=0.05), system
-    lines = (Path(m["run_dir"]) / "output.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines]
-    assert rows, system
-    first, last = min(float(r["created"]) for r in rows), max(float(r["finished"]) for r in rows)
-    assert w["start_at"] - 0.05 <= first and last <= w["end_at"] + 0.05, (system, w, first, last)
-    assert w["end_at"] - last <= 3.0, (system, w, last)  # nothing long after the last result
-
-
-def run_pair(tmp_path: Path, systems: dict[str, tuple[str, ...]], *overrides: str) -> list[dict[str, Any]]:
-    """Both systems one after the other on the same pools, as a multirun would (`systems`: each one's own overrides)."""
-    from experiments import run
-
-    out = []
-    for system, own in systems.items():
-        cfg = compose_cfg(f"system={system}", f"run_root={tmp_path}", "run_id=w", "progress=false", *overrides, *own)
-        out.append(run.run_job(cfg))
-    return out
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("local_ray", "shared_pools")
-def test_nr_pair_times_the_same_window(tmp_path: Path) -> None:
-    systems = {"matrix": (), "ray-data": ("system.batch_size=4",)}
-    runs = run_pair(tmp_path, systems, "case=nr", "backend=sim", "backend.time_scale=20", "case.limit=24",
-                    "case.models.large.replicas=1", "system.concurrency=8")  # fmt: skip
-    for m in runs:
-        check_window(m)
-    assert runs[1]["startup_seconds"] > 0  # Ray Data's pool launch, outside its window
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("local_ray", "shared_pools")
-def test_tau2_pair_times_the_same_window(tmp_path: Path) -> None:
-    pytest.importorskip("tau2")
-    runs = run_pair(tmp_path, {"matrix": (), "tau2-threads": ()}, "case=tau2", "backend=sim",
-                    "backend.time_scale=20", "case.limit=2", "case.trials=1", "case.models.agent.replicas=1",
-                    "case.tool_servers=1", "case.sessions_per_server=4", "system.concurrency=2")  # fmt: skip
-    for m in runs:
-        check_window(m)
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("local_ray", "shared_pools")
-def test_coral_pair_times_the_same_window(tmp_path: Path) -> None:
-    runs = run_pair(tmp_path, {"matrix": (), "coral-controller": ()}, "case=coral", "backend=sim",
-                    "backend.time_scale=20", "case.input=generated", "case.limit=8", "case.max_turns=4",
-                    "system.concurrency=4")  # fmt: skip
-    check_window(runs[0])
-    check_window(runs[1])
 
 
 # ------------------------------------------------------------------------------- what the results say

@@ -16,7 +16,7 @@ import pytest
 
 from experiments import run
 from matrix.cases import coral, nr
-from tests.experiments.conftest import compose_cfg
+from tests.experiments.conftest import check_window, compose_cfg
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray", "module_pools")]
 
@@ -75,6 +75,8 @@ def test_coral_sim_pair_gives_identical_conversations(tmp_path: Path) -> None:
     assert m1["simulated"] is True and m1["backend"] == "sim" and m2["concurrency"] == 10
     assert Path(m1["run_dir"]).name == "t-c10" and Path(m2["run_dir"]).name == "t-w10"
     assert "backend_efficiency" in m1 and m1["sim"]["profile"] == "a100-llama31-8b"
+    check_window(m1)  # both systems time the same window (equal footing)
+    check_window(m2)
 
 
 def test_nr_sim_pair_makes_identical_decisions(tmp_path: Path) -> None:
@@ -88,6 +90,9 @@ def test_nr_sim_pair_makes_identical_decisions(tmp_path: Path) -> None:
     assert p2p["quality"]["counts"] == batch["quality"]["counts"]
     assert p2p["parallelism"] == [1, 40, 1] and batch["parallelism"] == [5, 8, 1]
     assert p2p["hardware"] == "SIMULATED 1 x h100-llama32-3b + 1 x h100x4-llama33-70b"
+    check_window(p2p)  # both systems time the same window (equal footing)
+    check_window(batch)
+    assert batch["startup_seconds"] > 0  # Ray Data's pool launch, outside its window
 
 
 def test_tau2_sim_pair_gives_identical_trajectories(tmp_path: Path) -> None:
@@ -107,6 +112,8 @@ def test_tau2_sim_pair_gives_identical_trajectories(tmp_path: Path) -> None:
     rewards = {k: tau2.reward_of(r) for k, r in rows_of(p2p).items()}
     assert rewards == {k: tau2.reward_of(r) for k, r in rows_of(threads).items()}
     assert rescore_run(Path(p2p["run_dir"])) == 0  # tau2's evaluator, run again on the output, agrees
+    check_window(p2p)  # both systems time the same window (equal footing)
+    check_window(threads)
 
 
 def test_coral_real_small_model_pair(tmp_path: Path) -> None:
