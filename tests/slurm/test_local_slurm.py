@@ -1,7 +1,8 @@
 """A real SLURM (scripts/local_slurm.sh: slurmctld, slurmd, slurmdbd + MariaDB, munge in a private
 network namespace): a matched pair swept over two points as SLURM jobs (`python -m experiments.run -m
 cluster=slurm_local ...`, one job per system and point), a Ray cluster through slurm.cluster that takes a
-`matrix run` and leaves no process behind, and a two-node job that makes its own Ray cluster.
+`matrix run`, gets its worker back after Slurm requeues its head and leaves no process behind, and a
+two-node job that makes its own Ray cluster.
 
 Bringing SLURM up (installing its Debian packages when missing) is this module's setup. It needs root;
 elsewhere the module skips with the reason, except in CI, where it must run.
@@ -138,12 +139,25 @@ def test_a_swept_pair_runs_as_slurm_jobs(slurm_env: dict[str, str], tmp_path: Pa
     assert set(states) == set(jobs) and set(states.values()) == {"COMPLETED"}, states
 
 
-def test_ray_cluster_takes_a_matrix_run_and_leaves_nothing_behind(slurm_env: dict[str, str], tmp_path: Path) -> None:
+def _alive_nodes(env: dict[str, str], root: Path, address: str) -> int:
+    probe = (f"import ray; ray.init(address={address!r}, log_to_driver=False); "
+             "print(sum(1 for n in ray.nodes() if n['Alive']))")  # fmt: skip
+    env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(root / "slurm_local" / "auth_token"),
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # fmt: skip
+    return int(_run([str(SCRIPT), "exec", sys.executable, "-c", probe], env, timeout=120).stdout.split()[-1])
+
+
+def test_a_ray_cluster_takes_a_run_survives_a_requeued_head_and_leaves_nothing_behind(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """One cluster's life through slurm.cluster: up, a `matrix run` on it, Slurm requeueing the head (as on
+    preemption: it comes back, rewrites the rendezvous, the worker rejoins), down, and no process left."""
     root = tmp_path / "clusters"
     up = _run([MATRIX, "cluster", "up", "cluster=slurm_local", "--workers", "1", "--root", str(root), "--timeout=300"],
               slurm_env)  # fmt: skip
     state = json.loads(up.stdout)
     jobs = {state["head_job"], state["workers_job"]}
+    rendezvous = root / "slurm_local" / "rendezvous.json"
     try:
         assert state["address"] == "127.0.0.1:6390"
         status = json.loads(_run([MATRIX, "cluster", "status", "slurm_local", "--root", str(root)], slurm_env).stdout)
@@ -159,44 +173,8 @@ def test_ray_cluster_takes_a_matrix_run_and_leaves_nothing_behind(slurm_env: dic
         for system, point in (("matrix", "c8"), ("coral-controller", "w8")):
             metrics = json.loads((runs / "coral" / system / f"oncluster-{point}" / "metrics.json").read_text())
             assert metrics["trajectories"] == 8
-    finally:
-        down = _run([MATRIX, "cluster", "down", "slurm_local", "--root", str(root)], slurm_env)
-    ended = json.loads(down.stdout)["jobs"]
-    assert set(ended) == jobs and set(ended.values()) <= {"COMPLETED", "CANCELLED"}, ended
-    deadline = time.monotonic() + 30
-    while (left := _processes_of_jobs(jobs)) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert not left, f"processes of the cluster's jobs still running: {left}"
 
-
-def test_a_two_node_job_builds_its_own_ray_cluster(slurm_env: dict[str, str], tmp_path: Path) -> None:
-    runs, sweep = tmp_path / "runs", tmp_path / "sweep"
-    _multirun(slurm_env, sweep, "cluster.slurm.tasks_per_node=2", "cluster.ray.num_cpus=1", *SMALL_CORAL,
-              "system=matrix", "system.concurrency=8", f"run_root={runs}", "run_id=twonode")  # fmt: skip
-    assert json.loads((runs / "coral" / "matrix" / "twonode-c8" / "metrics.json").read_text())["trajectories"] == 8
-    logs = "".join(p.read_text(errors="replace") for p in sweep.glob(".submitit/*/*_log.*"))
-    assert "job cluster: 2 nodes at 127.0.0.1:" in logs
-    assert "ray worker 1:" in logs and "ray head: up at" in logs
-
-
-def _alive_nodes(env: dict[str, str], root: Path, address: str) -> int:
-    probe = (f"import ray; ray.init(address={address!r}, log_to_driver=False); "
-             "print(sum(1 for n in ray.nodes() if n['Alive']))")  # fmt: skip
-    env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(root / "slurm_local" / "auth_token"),
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # fmt: skip
-    return int(_run([str(SCRIPT), "exec", sys.executable, "-c", probe], env, timeout=120).stdout.split()[-1])
-
-
-def test_a_requeued_head_gets_its_workers_back(slurm_env: dict[str, str], tmp_path: Path) -> None:
-    """Slurm requeues the head (as on preemption): it comes back, rewrites the rendezvous, the worker rejoins."""
-    root = tmp_path / "clusters"
-    up = _run([MATRIX, "cluster", "up", "cluster=slurm_local", "--workers", "1", "--root", str(root), "--timeout=300"],
-              slurm_env)  # fmt: skip
-    state = json.loads(up.stdout)
-    rendezvous = root / "slurm_local" / "rendezvous.json"
-    try:
         first = json.loads(rendezvous.read_text())
-        assert _alive_nodes(slurm_env, root, state["address"]) == 2
         _run(["scontrol", "requeue", state["head_job"]], slurm_env, timeout=60)
         # Slurm holds a requeued job for about two minutes (Reason=BeginTime); the test releases it.
         deadline = time.monotonic() + 240
@@ -215,9 +193,20 @@ def test_a_requeued_head_gets_its_workers_back(slurm_env: dict[str, str], tmp_pa
             time.sleep(2)
         assert nodes == 2, "the worker did not rejoin the requeued head"
     finally:
-        _run([MATRIX, "cluster", "down", "slurm_local", "--root", str(root)], slurm_env)
-    jobs = {state["head_job"], state["workers_job"]}
+        down = _run([MATRIX, "cluster", "down", "slurm_local", "--root", str(root)], slurm_env)
+    ended = json.loads(down.stdout)["jobs"]
+    assert set(ended) == jobs and set(ended.values()) <= {"COMPLETED", "CANCELLED"}, ended
     deadline = time.monotonic() + 30
     while (left := _processes_of_jobs(jobs)) and time.monotonic() < deadline:
         time.sleep(1)
     assert not left, f"processes of the cluster's jobs still running: {left}"
+
+
+def test_a_two_node_job_builds_its_own_ray_cluster(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    runs, sweep = tmp_path / "runs", tmp_path / "sweep"
+    _multirun(slurm_env, sweep, "cluster.slurm.tasks_per_node=2", "cluster.ray.num_cpus=1", *SMALL_CORAL,
+              "system=matrix", "system.concurrency=8", f"run_root={runs}", "run_id=twonode")  # fmt: skip
+    assert json.loads((runs / "coral" / "matrix" / "twonode-c8" / "metrics.json").read_text())["trajectories"] == 8
+    logs = "".join(p.read_text(errors="replace") for p in sweep.glob(".submitit/*/*_log.*"))
+    assert "job cluster: 2 nodes at 127.0.0.1:" in logs
+    assert "ray worker 1:" in logs and "ray head: up at" in logs
