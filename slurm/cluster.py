@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from matrix.procs import live_processes
 from matrix.ray_init import node_env
 from slurm.settings import SlurmConfigError, SlurmSettings, preflight, scheduler_of, slurm_settings
 
@@ -182,19 +183,8 @@ def _spawn_ray(cmd: list[str], d: Path) -> tuple[subprocess.Popen[str], threadin
 
 
 def processes_of_spawn(token: str) -> list[int]:
-    """Pids of the running processes whose environment carries `SPAWN_VAR=token` (this process excluded)."""
-    needle = f"{SPAWN_VAR}={token}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            ours = needle in (entry / "environ").read_bytes().split(b"\0")
-            if ours and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":  # a zombie is gone
-                found.append(int(entry.name))
-        except (OSError, IndexError):  # gone, or not ours to read
-            continue
-    return found
+    """Pids of the live processes whose environment carries `SPAWN_VAR=token`."""
+    return live_processes(env=f"{SPAWN_VAR}={token}")
 
 
 def _reap(token: str, grace: float = 3.0) -> list[int]:
@@ -392,10 +382,9 @@ class RayWorker(_checkpointable()):  # type: ignore[misc]
                     print(
                         f"ray worker {rank}: head {info['address']} lost; waiting for it to register again", flush=True
                     )
-                    _stop_child(proc)
                     break
                 time.sleep(1.0)
-            _stop_child(proc)  # a node that ended on its own may leave agents behind
+            _stop_child(proc)  # also ends what a node that exited on its own left behind
             if not up.is_set() and proc.returncode not in (0, None):
                 failures += 1
                 if failures >= 5:

@@ -30,6 +30,7 @@ from matrix.llm.backends._process import free_port, stop_process, wait_healthy
 from matrix.llm.backends.base import Backend, BackendError, Pool, PoolSet, PoolSpec, Server
 from matrix.llm.backends.model_defaults import CPU_ENGINE_ENV
 from matrix.llm.models import SERVED_MODEL_NAME, CheckpointError, cache_root, smollm2_checkpoint
+from matrix.procs import PROC, live_processes
 
 LOOPBACK = "127.0.0.1"
 
@@ -112,23 +113,13 @@ def _served_models(base_url: str, timeout: float = 10.0) -> list[str]:
 
 def _group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group `pgid`."""
-    proc_root = Path("/proc")
-    if not proc_root.is_dir():  # not Linux: ask the kernel whether the group still exists
+    if not PROC.is_dir():  # not Linux: ask the kernel whether the group still exists
         try:
             os.killpg(pgid, 0)
         except (ProcessLookupError, PermissionError):
             return []
         return [pgid]
-    members = []
-    for entry in proc_root.iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            # After the parenthesised command: state, ppid, pgrp, ...
-            state, _ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
-            if int(pgrp) == pgid and state != "Z":
-                members.append(int(entry.name))
-    return members
+    return live_processes(group=pgid)
 
 
 def _reap_group(pgid: int, grace: float = 15.0) -> None:
