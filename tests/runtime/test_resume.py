@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 import matrix.bench.dummy  # noqa: F401
 from matrix.agent import RoleSpec
 from matrix.bench.dummy import Echo
+from matrix.procs import live_processes
 from matrix.runtime.config import RunConfig
 from matrix.runtime.ray_p2p import RayRun, run_ray
 from matrix.sink import SinkWriter, lock_exclusive, repair_and_load_ledger
@@ -54,28 +56,44 @@ def test_a_torn_last_line_is_cut_off_reported_and_never_parsed(tmp_path: Path) -
         repair_and_load_ledger(path)
 
 
+TAG = "MATRIX_TEST_DRIVER"  # in a driver's environment, so in every Ray process it starts: ours to stop
+_TAGS: dict[int, str] = {}  # a driver's PID -> its TAG entry
+
+
 def _driver(run_dir: Path, n: int, step: float, drain: float = 30.0) -> subprocess.Popen[str]:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(REPO), TAG: tag}
+    proc = subprocess.Popen(
         [sys.executable, str(DRIVER), str(run_dir), str(n), str(step), str(drain)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-        start_new_session=True,  # its own process group: the Ray processes it starts go with it
+        start_new_session=True,  # its own process group: the Ray head processes it starts go with it
     )
+    _TAGS[proc.pid] = f"{TAG}={tag}"
+    return proc
 
 
 def _reap(proc: subprocess.Popen[str]) -> None:
-    """Kill whatever the driver left in its process group (Ray's head processes), ours to stop; then wait
-    until its sink processes (Ray workers, in sessions of their own) have let go of the output files."""
+    """Kill whatever the driver left behind: its process group (Ray's head processes), and the Ray workers
+    (sessions of their own) that carry its tag. A worker whose raylet and GCS were killed can otherwise
+    live on for a minute or more on a loaded host, trying to reach them, and hold an output file's lock."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    tag = _TAGS.pop(proc.pid)
+    deadline = time.monotonic() + 30
+    while pids := live_processes(env=tag):
+        assert time.monotonic() < deadline, f"processes of a killed driver still alive after SIGKILL: {pids}"
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
     run_dir = Path(proc.args[2])  # type: ignore[index]
     for path in run_dir.glob("output*.jsonl"):
         with open(path, "ab") as fh:
-            lock_exclusive(fh, path, 60.0)
+            lock_exclusive(fh, path, 10.0)  # nothing of ours is left to hold it
 
 
 @pytest.mark.slow
