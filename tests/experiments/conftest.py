@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from matrix.runtime import window
+from tests.host import CpuStall
 
 CONF = Path(__file__).resolve().parents[2] / "experiments" / "conf"
 
@@ -29,8 +30,12 @@ def shared_pools() -> Iterator[Any]:
     SHARED.stop()
 
 
-def check_window(m: dict[str, Any]) -> None:
-    """The window of `matrix.runtime.window`: from every worker up to the last result, startup apart."""
+def check_window(m: dict[str, Any], stall: CpuStall | None = None) -> None:
+    """The window of `matrix.runtime.window`: from every worker up to the last result, startup apart.
+
+    The window may end after the last row's own finish time only by what it takes to hand that row
+    back (3 s), plus, where `stall` measured the run, the time the host had a CPU stall: another test's
+    load can delay the hand-back by that much (a batch pipeline's last write, say), never more."""
     system = m.get("system")
     w = m.get("window")
     assert w, f"{system} records no run window"
@@ -43,4 +48,6 @@ def check_window(m: dict[str, Any]) -> None:
     assert rows, system
     first, last = min(float(r["created"]) for r in rows), max(float(r["finished"]) for r in rows)
     assert w["start_at"] - 0.05 <= first and last <= w["end_at"] + 0.05, (system, w, first, last)
-    assert w["end_at"] - last <= 3.0, (system, w, last)  # nothing long after the last result
+    slack = 3.0 + ((stall.seconds or 0.0) if stall is not None else 0.0)
+    tail = w["end_at"] - last
+    assert tail <= slack, f"{system}: the window ends {tail:.1f} s after the last row (at most {slack:.1f} s, {stall})"

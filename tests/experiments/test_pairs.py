@@ -17,6 +17,7 @@ import pytest
 from experiments import run
 from matrix.cases import coral, nr
 from tests.experiments.conftest import check_window, compose_cfg
+from tests.host import CpuStall
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray", "module_pools")]
 
@@ -41,11 +42,16 @@ def rows_of(m: dict[str, Any]) -> dict[Any, dict[str, Any]]:
     return {(r["task_id"], r.get("trial", 0)): r for r in map(json.loads, lines)}
 
 
+STALLS: dict[str, CpuStall] = {}  # a run directory -> the host's CPU stall while it ran
+
+
 def pair(tmp_path: Path, systems: tuple[str, str], *overrides: str) -> dict[str, dict[str, Any]]:
     out = {}
     for system in systems:
         cfg = compose_cfg(f"system={system}", f"run_root={tmp_path}", "run_id=t", "progress=false", *overrides)
-        out[system] = run.run_job(cfg)
+        with CpuStall() as stall:
+            out[system] = run.run_job(cfg)
+        STALLS[out[system]["run_dir"]] = stall
     return out
 
 
@@ -75,8 +81,8 @@ def test_coral_sim_pair_gives_identical_conversations(tmp_path: Path) -> None:
     assert m1["simulated"] is True and m1["backend"] == "sim" and m2["concurrency"] == 10
     assert Path(m1["run_dir"]).name == "t-c10" and Path(m2["run_dir"]).name == "t-w10"
     assert "backend_efficiency" in m1 and m1["sim"]["profile"] == "a100-llama31-8b"
-    check_window(m1)  # both systems time the same window (equal footing)
-    check_window(m2)
+    check_window(m1, STALLS[m1["run_dir"]])  # both systems time the same window (equal footing)
+    check_window(m2, STALLS[m2["run_dir"]])
 
 
 def test_nr_sim_pair_makes_identical_decisions(tmp_path: Path) -> None:
@@ -90,8 +96,8 @@ def test_nr_sim_pair_makes_identical_decisions(tmp_path: Path) -> None:
     assert p2p["quality"]["counts"] == batch["quality"]["counts"]
     assert p2p["parallelism"] == [1, 40, 1] and batch["parallelism"] == [5, 8, 1]
     assert p2p["hardware"] == "SIMULATED 1 x h100-llama32-3b + 1 x h100x4-llama33-70b"
-    check_window(p2p)  # both systems time the same window (equal footing)
-    check_window(batch)
+    check_window(p2p, STALLS[p2p["run_dir"]])  # both systems time the same window (equal footing)
+    check_window(batch, STALLS[batch["run_dir"]])
     assert batch["startup_seconds"] > 0  # Ray Data's pool launch, outside its window
 
 
@@ -112,8 +118,8 @@ def test_tau2_sim_pair_gives_identical_trajectories(tmp_path: Path) -> None:
     rewards = {k: tau2.reward_of(r) for k, r in rows_of(p2p).items()}
     assert rewards == {k: tau2.reward_of(r) for k, r in rows_of(threads).items()}
     assert rescore_run(Path(p2p["run_dir"])) == 0  # tau2's evaluator, run again on the output, agrees
-    check_window(p2p)  # both systems time the same window (equal footing)
-    check_window(threads)
+    check_window(p2p, STALLS[p2p["run_dir"]])  # both systems time the same window (equal footing)
+    check_window(threads, STALLS[threads["run_dir"]])
 
 
 def test_coral_real_small_model_pair(tmp_path: Path) -> None:

@@ -91,7 +91,6 @@ def test_a_batch_queued_behind_a_slow_one_waits_for_it() -> None:
 
 # ------------------------------------------------------------------ against the real baseline
 
-MAX_LATE_SHARE = 0.02  # engine steps behind schedule in the real run above which it is no reference
 TIMES = ("created", "finished")
 PLACE = ("batch", "batch_started", "batch_finished", "work_finished", "worker")
 
@@ -108,11 +107,12 @@ def without_time_and_place(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def batch_window_tokens_per_second(rs: list[dict[str, Any]]) -> float:
-    """Tokens over the span from the first batch's start to the last batch's return (simulated s)."""
+def batch_window(rs: list[dict[str, Any]]) -> tuple[float, float]:
+    """Tokens per second over the span from the first batch's start to the last batch's return, and
+    that span (simulated s: wall seconds at the test's time scale of 1)."""
     start = min(r["route"]["batch_started"] for r in rs)
     end = max(r["route"]["batch_finished"] for r in rs)
-    return sum(r["usage"]["completion_tokens"] for r in rs) / (end - start)
+    return sum(r["usage"]["completion_tokens"] for r in rs) / (end - start), end - start
 
 
 def batches(rs: list[dict[str, Any]]) -> list[list[str]]:
@@ -152,16 +152,18 @@ def test_the_model_on_the_virtual_clock_matches_the_real_baseline(tmp_path: Path
     """400 documents, 2 actors x 25 rows on the NR twin's pools (1 x 3B + 2 x 70B, SIMULATED): the
     real baseline in real time (Ray Data actors, HTTP replicas) against the model on the virtual
     clock, CPU charges off (what is compared is the scheduling). The rows must be the same; tokens/s
-    within 10%, checked when the host kept up with the real run (on a loaded machine the real run's
-    own CPU stretches its requests, and it is no reference)."""
+    within 10%, as far as the host's load leaves the real run a reference (tests/host.py: on a loaded
+    machine the real run is slower than it would be alone, so only the lower bound stays tight)."""
     from experiments import run
     from experiments.pools import SHARED
     from tests.experiments.conftest import compose_cfg
     from tests.experiments.virtual.conftest import late_share
+    from tests.host import CpuStall, assert_model_near_real
 
     point = ["case=nr", "backend=sim", "scale=twin", "case.limit=400", "system=ray-data", "system.concurrency=50",
              "system.batch_size=25", f"run_root={tmp_path}", "progress=false"]  # fmt: skip
-    real = run.run_job(compose_cfg(*point, "run_id=real"))
+    with CpuStall() as stall:
+        real = run.run_job(compose_cfg(*point, "run_id=real"))
     assert SHARED.pools is not None
     behind = late_share([u for pool in SHARED.pools.values() for u in pool.urls])
     virtual = run.run_job(compose_cfg(*point, "run_id=virtual", "clock=virtual", "clock.charge_cpu=false"))
@@ -184,13 +186,8 @@ def test_the_model_on_the_virtual_clock_matches_the_real_baseline(tmp_path: Path
         assert x["hops"][-1]["finished"] <= route["work_finished"] <= route["batch_finished"], x["task_id"]
 
     # Throughput over each run's window, and over the span of its batches alone.
-    spans = batch_window_tokens_per_second(r), batch_window_tokens_per_second(v)
-    said = (
-        f"tokens/s real {real['tokens_per_second']:.1f}, virtual {virtual['tokens_per_second']:.1f}; over the "
-        f"batches real {spans[0]:.1f}, virtual {spans[1]:.1f}; {100 * behind:.1f}% of the real run's engine steps late"
-    )
-    print(said)
-    if behind > MAX_LATE_SHARE:
-        pytest.skip(f"the host did not keep up with the real run, so it is no reference for tokens/s ({said})")
-    assert virtual["tokens_per_second"] == pytest.approx(real["tokens_per_second"], rel=0.10), said
-    assert spans[1] == pytest.approx(spans[0], rel=0.10), said
+    (real_span, real_span_s), (virtual_span, _) = batch_window(r), batch_window(v)
+    said = f"{100 * behind:.1f}% of the real run's engine steps late"
+    assert_model_near_real(virtual["tokens_per_second"], real["tokens_per_second"], real["wall_seconds"], stall,
+                           said=f"tokens/s; {said}")  # fmt: skip
+    assert_model_near_real(virtual_span, real_span, real_span_s, stall, said=f"tokens/s over the batches; {said}")
