@@ -22,6 +22,7 @@ from typing import Any
 
 from matrix import clock
 from matrix.message import DONE, ERROR, Message
+from matrix.procs import lock_holders
 
 Key = tuple[str, int]
 
@@ -100,9 +101,11 @@ def lock_exclusive(fh: Any, path: Path, wait_seconds: float) -> None:
             return
         except BlockingIOError:
             if clock.now() >= deadline:
+                holders = "; ".join(f"PID {pid} {cmd[:80]}".rstrip() for pid, cmd in lock_holders(path))
                 raise RuntimeError(
                     f"{path} is still being written by another process after {wait_seconds:g} s "
-                    "(an earlier run of the same run directory?); stop it, or wait, and run again"
+                    f"({f'held by {holders}: ' if holders else ''}an earlier run of the same run directory?); "
+                    "stop it, or wait, and run again"
                 ) from None
             if not said:
                 said = True
